@@ -1,0 +1,25 @@
+"""Validated settings, fleet view and secrets for the host pyinfra is planning."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pyinfra import inventory
+
+from .fleet import Fleet
+from .secrets import host_secrets
+from .settings import HostSettings, validate_inventory
+
+
+@lru_cache(maxsize=1)
+def _validated(inventory_id: int) -> Fleet:
+    # Every host of the inventory (not only --limit'ed ones): load balancing and the
+    # vLLM bind addresses depend on the whole fleet.
+    datas = {h.name: h.data.dict() for h in inventory}
+    return Fleet(validate_inventory(datas))
+
+
+def current_host(host) -> tuple[HostSettings, Fleet, dict]:
+    fleet = _validated(id(inventory))
+    settings = fleet[host.name]
+    return settings, fleet, host_secrets(settings["secrets_dir"], host.name)

@@ -1,0 +1,53 @@
+"""What one host needs to know about the others: who serves which model where."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .settings import HostSettings
+
+
+@dataclass(frozen=True)
+class Backend:
+    host: str
+    address: str
+    port: int
+    served_name: str
+
+    @property
+    def api_base(self) -> str:
+        return f"http://{self.address}:{self.port}/v1"
+
+
+class Fleet:
+    def __init__(self, hosts: list[HostSettings]):
+        self.hosts = {h.name: h for h in hosts}
+
+    def __getitem__(self, name: str) -> HostSettings:
+        return self.hosts[name]
+
+    def backends_for(self, served_name: str, litellm_host: HostSettings) -> list[Backend]:
+        """Every vLLM unit in the fleet serving `served_name`, as `litellm_host` reaches it."""
+        found = []
+        for h in self.hosts.values():
+            if not h.has("vllm"):
+                continue
+            for m in h.models:
+                if m["name"] == served_name:
+                    address = "127.0.0.1" if h.name == litellm_host.name else h.address
+                    found.append(Backend(h.name, address, m["port"], served_name))
+        return found
+
+    def vllm_bind_address(self, host: HostSettings) -> str:
+        """Loopback unless another host's LiteLLM routes to this host's models."""
+        served = {m["name"] for m in host.models}
+        for other in self.hosts.values():
+            if other.name == host.name or not other.has("litellm"):
+                continue
+            for profile in other["profiles"].values():
+                if served & set(profile.get("local", [])):
+                    return host.address
+        return "127.0.0.1"
+
+    def addresses(self) -> list[str]:
+        return sorted({h.address for h in self.hosts.values()})

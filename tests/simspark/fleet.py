@@ -1,0 +1,290 @@
+"""Simulated DGX Spark hosts (a test double for real Sparks).
+
+Each host is a Debian systemd machine booted with systemd-nspawn on an overlay of one
+cached root filesystem, in its own network namespace with its own address on a private
+bridge. Hosts reach each other, the controller (the bridge address) and, through NAT,
+the package registries. The controller reaches them over SSH as root with a generated key.
+
+Shared caches (bind-mounted into every host, kept between runs on one machine):
+apt archives, the pip cache, and the machine's local wheels (/opt/wheels), so a fresh
+host installs quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+CACHE = Path(os.environ.get("SPARKSTACK_SIM_CACHE", "/var/cache/sparkstack"))
+STATE = Path(os.environ.get("SPARKSTACK_SIM_STATE", "/var/lib/sparkstack-sim"))
+SUBNET_PREFIX = "10.213.77"  # only these simulated hosts use this /24
+BRIDGE = "ssbr0"
+BRIDGE_ADDR = f"{SUBNET_PREFIX}.1"
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+BASE_PACKAGES = (
+    "systemd,systemd-sysv,dbus,openssh-server,python3,sudo,iproute2,ca-certificates"
+)
+BASE_ROOTFS = CACHE / f"rootfs-{SUITE}"
+SSH_KEY = CACHE / "ssh" / "id_ed25519"
+REPO = Path(__file__).resolve().parents[2]
+STANDIN_WHEELS = CACHE / "standin-wheels"
+
+
+@dataclass
+class SimHost:
+    name: str
+    address: str
+    pid: int
+
+
+def _run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)
+
+
+def _say(msg: str) -> None:
+    print(f"[simspark] {msg}", flush=True)
+
+
+# --- one-time machine preparation ----------------------------------------------------
+
+
+def ensure_tools() -> None:
+    missing = [t for t in ("systemd-nspawn", "debootstrap", "ip", "iptables", "ssh-keygen")
+               if shutil.which(t) is None]
+    if missing:
+        raise SystemExit(
+            f"simspark needs {', '.join(missing)}: apt-get install systemd-container "
+            "debootstrap iproute2 iptables openssh-client"
+        )
+
+
+def ensure_base_rootfs() -> Path:
+    """Build the cached root filesystem once (about a minute), then reuse it."""
+    if (BASE_ROOTFS / ".sparkstack-ready").exists():
+        return BASE_ROOTFS
+    ensure_tools()
+    build = CACHE / f"rootfs-{SUITE}.build"
+    shutil.rmtree(build, ignore_errors=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    _say(f"building the base root filesystem in {BASE_ROOTFS} (once per machine)")
+    _run("debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", SUITE,
+         str(build), MIRROR)
+    # Package lists so the first deploy's apt-get does not start from nothing; a real
+    # Spark has them too.
+    shutil.copy("/etc/resolv.conf", build / "etc/resolv.conf")
+    _run("chroot", str(build), "apt-get", "update", "-qq")
+    _run("chroot", str(build), "apt-get", "clean")
+    (build / "etc/machine-id").write_text("")  # nspawn gives each boot its own id
+    (build / ".sparkstack-ready").write_text(time.strftime("%F %T\n"))
+    shutil.rmtree(BASE_ROOTFS, ignore_errors=True)
+    build.rename(BASE_ROOTFS)
+    return BASE_ROOTFS
+
+
+def ensure_ssh_key() -> Path:
+    if not SSH_KEY.exists():
+        SSH_KEY.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "simspark", "-f",
+             str(SSH_KEY))
+    return SSH_KEY
+
+
+def ensure_standin_wheels() -> Path:
+    """Build the vLLM stand-in's wheel; hosts install it like any package from an index."""
+    src = REPO / "tests" / "doubles" / "vllm_standin"
+    STANDIN_WHEELS.mkdir(parents=True, exist_ok=True)
+    stamp = STANDIN_WHEELS / ".source-mtime"
+    newest = max(p.stat().st_mtime for p in src.rglob("*") if p.is_file())
+    if stamp.exists() and float(stamp.read_text()) >= newest:
+        return STANDIN_WHEELS
+    for old in STANDIN_WHEELS.glob("*.whl"):
+        old.unlink()
+    build_dir = Path(_mktemp_dir())
+    shutil.copytree(src, build_dir / "src")
+    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+         "-w", str(STANDIN_WHEELS), str(build_dir / "src"))
+    shutil.rmtree(build_dir, ignore_errors=True)
+    stamp.write_text(str(newest))
+    return STANDIN_WHEELS
+
+
+def _mktemp_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="simspark-")
+
+
+def ensure_network() -> None:
+    if _run("ip", "link", "show", BRIDGE, check=False).returncode != 0:
+        _run("ip", "link", "add", BRIDGE, "type", "bridge")
+        _run("ip", "addr", "add", f"{BRIDGE_ADDR}/24", "dev", BRIDGE)
+    _run("ip", "link", "set", BRIDGE, "up")
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    rule = ["-t", "nat", "POSTROUTING", "-s", f"{SUBNET_PREFIX}.0/24", "!", "-d",
+            f"{SUBNET_PREFIX}.0/24", "-j", "MASQUERADE"]
+    if _run("iptables", rule[0], rule[1], "-C", *rule[2:], check=False).returncode != 0:
+        _run("iptables", rule[0], rule[1], "-A", *rule[2:])
+
+
+# --- hosts ----------------------------------------------------------------------------
+
+
+def _host_dir(name: str) -> Path:
+    return STATE / name
+
+
+def _address(index: int) -> str:
+    return f"{SUBNET_PREFIX}.{10 + index}"
+
+
+def _setup_netns(name: str, address: str) -> None:
+    veth = f"ss-{name}"[:15]
+    _run("ip", "netns", "del", name, check=False)
+    _run("ip", "link", "del", veth, check=False)
+    _run("ip", "netns", "add", name)
+    _run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name)
+    _run("ip", "link", "set", veth, "master", BRIDGE, "up")
+    ns = ("ip", "netns", "exec", name)
+    _run(*ns, "ip", "link", "set", "lo", "up")
+    _run(*ns, "ip", "addr", "add", f"{address}/24", "dev", "eth0")
+    _run(*ns, "ip", "link", "set", "eth0", "up")
+    _run(*ns, "ip", "route", "add", "default", "via", BRIDGE_ADDR)
+
+
+def _prepare_root(name: str) -> Path:
+    hdir = _host_dir(name)
+    for sub in ("upper", "work", "root"):
+        (hdir / sub).mkdir(parents=True, exist_ok=True)
+    root = hdir / "root"
+    if not os.path.ismount(root):
+        _run("mount", "-t", "overlay", "overlay", "-o",
+             f"lowerdir={BASE_ROOTFS},upperdir={hdir / 'upper'},workdir={hdir / 'work'}",
+             str(root))
+    (root / "etc/hostname").write_text(name + "\n")
+    (root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {name}\n")
+    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    ssh_dir = root / "root/.ssh"
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.copy(f"{SSH_KEY}.pub", ssh_dir / "authorized_keys")
+    for mount_point in ("var/cache/apt/archives", "root/.cache/pip", "opt/wheels",
+                        "opt/sparkstack-test-wheels"):
+        (root / mount_point).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _wait_for_ssh(address: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, 22), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"simulated host {address} did not open SSH within {timeout:.0f} s")
+
+
+def ssh(host: SimHost | str, command: str, check: bool = True,
+        timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a shell command on a simulated host as root."""
+    address = host.address if isinstance(host, SimHost) else host
+    return subprocess.run(
+        ["ssh", "-i", str(SSH_KEY), "-o", "StrictHostKeyChecking=no", "-o",
+         "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
+         f"root@{address}", command],
+        check=check, text=True, capture_output=True, timeout=timeout,
+    )
+
+
+def boot(name: str, index: int) -> SimHost:
+    """Boot one fresh simulated Spark (its previous state, if any, is discarded)."""
+    ensure_tools()
+    ensure_base_rootfs()
+    ensure_ssh_key()
+    wheels = ensure_standin_wheels()
+    ensure_network()
+    stop(name)
+    address = _address(index)
+    _setup_netns(name, address)
+    root = _prepare_root(name)
+    (CACHE / "apt-archives" / "partial").mkdir(parents=True, exist_ok=True)
+    (CACHE / "pip").mkdir(parents=True, exist_ok=True)
+    binds = [
+        f"--bind={CACHE / 'apt-archives'}:/var/cache/apt/archives",
+        f"--bind={CACHE / 'pip'}:/root/.cache/pip",
+        f"--bind-ro={wheels}:/opt/sparkstack-test-wheels",
+    ]
+    if Path("/opt/wheels").is_dir():
+        binds.append("--bind-ro=/opt/wheels:/opt/wheels")
+    log = open(_host_dir(name) / "console.log", "w")
+    proc = subprocess.Popen(
+        ["systemd-nspawn", "-q", "-D", str(root), "-b", "-M", name, "--register=no",
+         "--keep-unit", f"--network-namespace-path=/run/netns/{name}", *binds],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    host = SimHost(name=name, address=address, pid=proc.pid)
+    (_host_dir(name) / "host.json").write_text(json.dumps(asdict(host)))
+    _wait_for_ssh(address)
+    # sshd answers before boot finishes; wait until systemd settles.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = ssh(host, "systemctl is-system-running", check=False).stdout.strip()
+        if state in ("running", "degraded"):
+            break
+        time.sleep(0.5)
+    _say(f"{name} up at {address} (nspawn pid {proc.pid})")
+    return host
+
+
+def stop(name: str) -> None:
+    hdir = _host_dir(name)
+    info = hdir / "host.json"
+    if info.exists():
+        pid = json.loads(info.read_text())["pid"]
+        try:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(150):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        info.unlink()
+    root = hdir / "root"
+    if os.path.ismount(root):
+        _run("umount", "-l", str(root), check=False)
+    _run("ip", "netns", "del", name, check=False)
+    _run("ip", "link", "del", f"ss-{name}"[:15], check=False)
+    shutil.rmtree(hdir, ignore_errors=True)
+
+
+def running() -> list[SimHost]:
+    hosts = []
+    if STATE.is_dir():
+        for info in sorted(STATE.glob("*/host.json")):
+            host = SimHost(**json.loads(info.read_text()))
+            try:
+                os.kill(host.pid, 0)
+                hosts.append(host)
+            except ProcessLookupError:
+                pass
+    return hosts
+
+
+def up(count: int, prefix: str = "spark") -> list[SimHost]:
+    return [boot(f"{prefix}{i}", i) for i in range(1, count + 1)]
+
+
+def down_all() -> None:
+    if STATE.is_dir():
+        for hdir in sorted(p for p in STATE.iterdir() if p.is_dir()):
+            stop(hdir.name)
