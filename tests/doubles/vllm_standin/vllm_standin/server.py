@@ -64,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class StandinState:
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, label: str = "standin",
+                 any_model: bool = False):
         self.args = args
+        self.label = label
+        self.any_model = any_model  # a cloud provider serves whatever model is asked for
         self.names = args.served_model_name or [args.model]
         self.max_model_len = args.max_model_len or 32768
         self.hostname = socket.gethostname()
@@ -106,7 +109,7 @@ def make_handler(state: StandinState):
 
         def _authorized(self) -> bool:
             key = state.args.api_key or os.environ.get("VLLM_API_KEY")  # as vLLM does
-            if not key or not self.path.startswith("/v1"):
+            if not key or self.path in ("/health", "/metrics"):
                 return True
             if self.headers.get("Authorization", "") == f"Bearer {key}":
                 return True
@@ -150,10 +153,10 @@ def make_handler(state: StandinState):
                 req = json.loads(self.rfile.read(length) or b"{}")
             except json.JSONDecodeError:
                 return self._json(400, {"error": "invalid JSON"})
-            if self.path != "/v1/chat/completions":
+            if not self.path.endswith("/chat/completions"):
                 return self._json(404, {"detail": "Not Found"})
             model = req.get("model")
-            if model not in state.names:
+            if model not in state.names and not state.any_model:
                 return self._json(404, {"error": {
                     "message": f"The model `{model}` does not exist.",
                     "type": "NotFoundError", "code": 404}})
@@ -167,7 +170,7 @@ def make_handler(state: StandinState):
                     state.total += 1
 
         def _complete(self, req: dict, model: str) -> None:
-            text = (f"standin:{model}@{state.hostname}:{state.args.port} "
+            text = (f"{state.label}:{model}@{state.hostname}:{state.args.port} "
                     f"answered {len(req.get('messages', []))} message(s)")
             tools = req.get("tools") or []
             tool_choice = req.get("tool_choice", "auto")

@@ -1,0 +1,279 @@
+"""End to end: the real deploy onto freshly booted simulated Sparks, checked with real
+clients (openai and anthropic SDKs, httpx, psql) over real sockets.
+
+The scenario runs in order, as a Spark owner would live it: first deploy of one Spark,
+re-deploy with nothing changed, one model flag changed, a bad inventory refused, then a
+second (vLLM-only) Spark added to the inventory and load-balanced.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.doubles.cloud_standin import CloudStandin
+from tests.e2e.helpers import Tunnel, run_deploy, unit_starts
+from tests.simspark import fleet
+from tests.simspark.fleet import ssh
+from tests.simspark.inventory import write_inventory
+
+pytestmark = pytest.mark.e2e
+
+VLLM_UNITS = ["sparkstack-vllm-qwen3-4b.service", "sparkstack-vllm-qwen3-coder-30b.service"]
+UNITS = ["postgresql.service", *VLLM_UNITS, "sparkstack-litellm.service",
+         "sparkstack-openwebui.service"]
+LOCAL_PROFILES = {"fast": "qwen3-4b", "expert": "qwen3-coder-30b", "code": "qwen3-coder-30b"}
+
+
+class Stack:
+    """State shared by the ordered steps of the scenario."""
+
+    def __init__(self, tmp, cloud: CloudStandin):
+        self.tmp = tmp
+        self.cloud = cloud
+        self.inventory = tmp / "inventory.py"
+        self.secrets_dir = tmp / "secrets"
+        self.hosts = [fleet.boot("spark1", 1)]
+        self.first = None
+        self.tunnels: dict[int, Tunnel] = {}
+
+    def write(self, host_data=None, hosts=None, **group):
+        group.setdefault("secrets_dir", str(self.secrets_dir))
+        group.setdefault("cloud_api_base", self.cloud.api_base)
+        group.setdefault("cloud_api_key", self.cloud.api_key)
+        write_inventory(self.inventory, hosts or self.hosts, group, host_data)
+
+    def secrets(self) -> dict[str, str]:
+        values = json.loads((self.secrets_dir / "hosts" / "spark1.json").read_text())
+        values.update(json.loads((self.secrets_dir / "fleet.json").read_text()))
+        return values
+
+    def tunnel(self, port: int) -> Tunnel:
+        if port not in self.tunnels:
+            self.tunnels[port] = Tunnel(self.hosts[0], port)
+        return self.tunnels[port]
+
+    def openai(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.tunnel(4000).url + "/v1",
+                             api_key=self.secrets()["litellm_master_key"], max_retries=0)
+
+    def close(self):
+        for t in self.tunnels.values():
+            t.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    fleet.down_all()
+    with CloudStandin(fleet.BRIDGE_ADDR) as cloud:
+        fleet.ensure_network()
+        s = Stack(tmp_path_factory.mktemp("stack"), cloud)
+        s.write()
+        s.first = run_deploy(s.inventory)
+        yield s
+        s.close()
+    fleet.down_all()
+
+
+def test_first_deploy_leaves_every_unit_active_and_enabled(stack):
+    assert stack.first.returncode == 0, stack.first.output[-5000:]
+    host = stack.hosts[0]
+    active = ssh(host, "systemctl is-active " + " ".join(UNITS), check=False).stdout.split()
+    enabled = ssh(host, "systemctl is-enabled " + " ".join(UNITS), check=False).stdout.split()
+    assert active == ["active"] * len(UNITS)
+    assert enabled == ["enabled"] * len(UNITS)
+
+
+def test_local_profiles_are_answered_by_vllm_and_cloud_by_the_cloud(stack):
+    client = stack.openai()
+    for profile, served in LOCAL_PROFILES.items():
+        reply = client.chat.completions.create(
+            model=profile, messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+        assert reply.choices[0].message.content.startswith(f"standin:{served}@spark1"), profile
+    before = stack.cloud.requests_served
+    reply = client.chat.completions.create(
+        model="cloud", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content.startswith("cloud-standin:")
+    assert stack.cloud.requests_served == before + 1
+
+
+def test_streaming_and_tool_calls_pass_through_litellm(stack):
+    client = stack.openai()
+    chunks = client.chat.completions.create(
+        model="code", messages=[{"role": "user", "content": "hi"}], stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("standin:qwen3-coder-30b@spark1")
+    reply = client.chat.completions.create(
+        model="code", messages=[{"role": "user", "content": "weather in Oslo?"}],
+        tools=[{"type": "function", "function": {
+            "name": "get_weather", "parameters": {
+                "type": "object", "properties": {"city": {"type": "string"}},
+                "required": ["city"]}}}])
+    call = reply.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "standin"}
+
+
+def test_claude_code_names_reach_the_local_code_model_in_anthropic_format(stack):
+    client = anthropic.Anthropic(base_url=stack.tunnel(4000).url,
+                                 api_key=stack.secrets()["litellm_master_key"],
+                                 max_retries=0)
+    message = client.messages.create(model="claude-sonnet-4-5", max_tokens=32,
+                                     messages=[{"role": "user", "content": "hello"}])
+    assert message.content[0].text.startswith("standin:qwen3-coder-30b@spark1")
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=32,
+                                messages=[{"role": "user", "content": "hello"}]) as stream:
+        streamed = "".join(stream.text_stream)
+    assert streamed.startswith("standin:qwen3-coder-30b@spark1")
+
+
+def test_vllm_refuses_requests_without_its_api_key(stack):
+    out = ssh(stack.hosts[0], "python3 -c \"import urllib.request as u, urllib.error as e\n"
+              "try: u.urlopen('http://127.0.0.1:8000/v1/models')\n"
+              "except e.HTTPError as x: print(x.code)\"").stdout.strip()
+    assert out == "401"
+
+
+def test_open_webui_is_up_and_lists_the_profiles_from_litellm(stack):
+    base = stack.tunnel(8080).url
+    assert httpx.get(f"{base}/health", timeout=10).json() == {"status": True}
+    # The first account created on an Open WebUI is its admin.
+    signup = httpx.post(f"{base}/api/v1/auths/signup", timeout=30, json={
+        "name": "Spark Owner", "email": "owner@example.com", "password": "s3cret-Pass!"})
+    if signup.status_code != 200:  # re-run against a host that already has the admin
+        signup = httpx.post(f"{base}/api/v1/auths/signin", timeout=30, json={
+            "email": "owner@example.com", "password": "s3cret-Pass!"})
+    token = signup.json()["token"]
+    models = httpx.get(f"{base}/api/models", timeout=30,
+                       headers={"Authorization": f"Bearer {token}"}).json()["data"]
+    ids = {m["id"] for m in models}
+    assert {"fast", "expert", "code", "cloud"} <= ids
+
+
+def test_postgres_has_one_database_and_role_per_consumer_on_localhost(stack):
+    host = stack.hosts[0]
+    dbs = ssh(host, "cd / && sudo -u postgres psql -tAc "
+                    "\"SELECT datname || ':' || pg_get_userbyid(datdba) FROM pg_database\"")
+    assert {"litellm:litellm", "openwebui:openwebui"} <= set(dbs.stdout.split())
+    pw = ssh(host, "cd / && sudo -u postgres psql -tAc \"SELECT rolname || ':' || "
+                   "left(rolpassword, 13) FROM pg_authid WHERE rolname IN "
+                   "('litellm','openwebui') ORDER BY 1\"").stdout.split()
+    assert pw == ["litellm:SCRAM-SHA-256", "openwebui:SCRAM-SHA-256"]
+    secret = stack.secrets()["postgres_litellm_password"]
+    login = ssh(host, f"PGPASSWORD='{secret}' psql -h 127.0.0.1 -U litellm -d litellm "
+                      "-tAc 'SELECT current_user'")
+    assert login.stdout.strip() == "litellm"
+    wrong = ssh(host, "PGPASSWORD=wrong psql -h 127.0.0.1 -U litellm -d litellm -c 'SELECT 1'",
+                check=False)
+    assert "password authentication failed" in wrong.stderr
+    listen = ssh(host, "ss -Hltn 'sport = :5432'").stdout.split("\n")
+    addrs = {line.split()[3].rsplit(":", 1)[0] for line in listen if line.strip()}
+    assert addrs and addrs <= {"127.0.0.1", "[::1]"}
+
+
+def test_no_secret_in_deploy_output_or_world_readable_files(stack):
+    host = stack.hosts[0]
+    secrets = [v for v in stack.secrets().values()] + [stack.cloud.api_key]
+    for value in secrets:
+        assert value not in stack.first.output
+    patterns = "\n".join(secrets)
+    ssh(host, f"cat > /root/.secret-patterns <<'EOF'\n{patterns}\nEOF")
+    leaked = ssh(host, "find /etc /opt/sparkstack /var/lib/sparkstack /tmp /var/tmp /run "
+                       "/home -xdev -type f -perm -004 -print0 2>/dev/null | "
+                       "xargs -0 grep -lsF -f /root/.secret-patterns; "
+                       "ps -eo args | grep -F -f /root/.secret-patterns | grep -v grep",
+                 check=False)
+    assert leaked.stdout.strip() == "", f"secrets readable by everyone in: {leaked.stdout}"
+    modes = ssh(host, "stat -c '%a %U %n' /etc/sparkstack/*/secrets.env "
+                      "/etc/sparkstack/postgres/roles.sql").stdout.split("\n")
+    assert all(line.startswith("600 root ") for line in modes if line)
+
+
+def test_second_run_changes_nothing(stack):
+    before = unit_starts(stack.hosts[0], UNITS)
+    again = run_deploy(stack.inventory)
+    assert again.returncode == 0, again.output[-3000:]
+    assert again.grand_total()["changed"] == "-", again.output[-3000:]
+    assert unit_starts(stack.hosts[0], UNITS) == before
+
+
+def test_changing_one_model_flag_restarts_only_that_unit(stack):
+    host = stack.hosts[0]
+    before = unit_starts(host, UNITS)
+    stack.write(model_defaults={"max_num_seqs": 8},
+                host_data={"spark1": {"models": [
+                    {"name": "qwen3-4b", "model": "Qwen/Qwen3-4B-Instruct-2507",
+                     "port": 8000, "gpu_memory_utilization": 0.15,
+                     "max_model_len": 32768, "max_num_seqs": 4},
+                    {"name": "qwen3-coder-30b",
+                     "model": "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", "port": 8001,
+                     "gpu_memory_utilization": 0.45, "max_model_len": 65536,
+                     "tool_call_parser": "qwen3_coder"}]}})
+    result = run_deploy(stack.inventory)
+    assert result.returncode == 0, result.output[-3000:]
+    after = unit_starts(host, UNITS)
+    changed = {u for u in UNITS if after[u] != before[u]}
+    assert changed == {"sparkstack-vllm-qwen3-4b.service"}
+    exec_start = ssh(host, "systemctl show -p ExecStart --value "
+                           "sparkstack-vllm-qwen3-4b.service").stdout
+    assert "--max-num-seqs 4" in exec_start
+
+
+def test_changing_litellm_settings_restarts_only_litellm(stack):
+    host = stack.hosts[0]
+    before = unit_starts(host, UNITS)
+    stack.write(litellm_num_retries=2, host_data={"spark1": {"models": [
+        {"name": "qwen3-4b", "model": "Qwen/Qwen3-4B-Instruct-2507", "port": 8000,
+         "gpu_memory_utilization": 0.15, "max_model_len": 32768, "max_num_seqs": 4},
+        {"name": "qwen3-coder-30b", "model": "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8",
+         "port": 8001, "gpu_memory_utilization": 0.45, "max_model_len": 65536,
+         "tool_call_parser": "qwen3_coder"}]}})
+    result = run_deploy(stack.inventory)
+    assert result.returncode == 0, result.output[-3000:]
+    after = unit_starts(host, UNITS)
+    assert {u for u in UNITS if after[u] != before[u]} == {"sparkstack-litellm.service"}
+
+
+def test_bad_inventory_is_refused_before_any_host_changes(stack):
+    host = stack.hosts[0]
+    config = ssh(host, "sha256sum /etc/sparkstack/litellm/config.yaml "
+                       "/etc/systemd/system/sparkstack-*.service").stdout
+    before = unit_starts(host, UNITS)
+    stack.write(litellm_port=8000)  # clashes with the qwen3-4b model's port
+    result = run_deploy(stack.inventory)
+    assert result.returncode != 0
+    assert "models[0].port (qwen3-4b) = 8000: clashes with litellm_port = 8000" in result.output
+    assert "no host was changed" in result.output
+    assert ssh(host, "sha256sum /etc/sparkstack/litellm/config.yaml "
+                     "/etc/systemd/system/sparkstack-*.service").stdout == config
+    assert unit_starts(host, UNITS) == before
+
+
+def test_a_second_spark_serving_the_same_model_is_load_balanced(stack):
+    stack.hosts.append(fleet.boot("spark2", 2))
+    models = [{"name": "qwen3-4b", "model": "Qwen/Qwen3-4B-Instruct-2507", "port": 8000,
+               "gpu_memory_utilization": 0.15, "max_model_len": 32768}]
+    stack.write(host_data={"spark2": {"roles": ["vllm"], "models": models}})
+    result = run_deploy(stack.inventory)
+    assert result.returncode == 0, result.output[-3000:]
+    spark2 = stack.hosts[1]
+    # spark2 serves only vLLM, on its fleet address because spark1's LiteLLM routes to it.
+    assert ssh(spark2, "systemctl is-active sparkstack-vllm-qwen3-4b.service").stdout.strip() \
+        == "active"
+    listen = ssh(spark2, "ss -Hltn 'sport = :8000'").stdout
+    assert spark2.address in listen
+    assert ssh(spark2, "systemctl list-unit-files 'sparkstack-litellm*' 'postgresql*' "
+                       "--no-legend", check=False).stdout.strip() == ""
+    client = stack.openai()
+    answered_by = collections.Counter()
+    for _ in range(24):
+        reply = client.chat.completions.create(
+            model="fast", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        answered_by[reply.choices[0].message.content.split("@")[1].split(":")[0]] += 1
+    assert set(answered_by) == {"spark1", "spark2"}, answered_by
+    assert min(answered_by.values()) >= 4, answered_by
