@@ -1,0 +1,117 @@
+"""Rendering: vLLM command lines and units, LiteLLM's config, env files, pip settings."""
+
+import shlex
+
+import yaml
+
+from sparkstack.fleet import Fleet
+from sparkstack.render import (env_file, litellm_config, pip_conf, template, vllm_args)
+from sparkstack.settings import validate_inventory
+
+MODEL = {"name": "coder", "model": "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", "port": 8001,
+         "max_model_len": 65536, "gpu_memory_utilization": 0.45, "max_num_seqs": 4,
+         "kv_cache_dtype": "fp8", "quantization": "fp8", "tool_call_parser": "qwen3_coder",
+         "reasoning_parser": "qwen3", "extra_args": ["--enforce-eager"]}
+
+
+def fleet_of(datas):
+    return Fleet(validate_inventory(datas))
+
+
+def test_vllm_args_carry_every_model_flag():
+    host = validate_inventory({"s": {"models": [MODEL],
+                                     "profiles": {"code": {"local": ["coder"]}}}})[0]
+    args = vllm_args(host.models[0], "127.0.0.1")
+    line = " ".join(args)
+    assert args[:2] == ["serve", "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8"]
+    for flag in ("--served-model-name coder", "--host 127.0.0.1", "--port 8001",
+                 "--max-model-len 65536", "--gpu-memory-utilization 0.45",
+                 "--max-num-seqs 4", "--kv-cache-dtype fp8", "--quantization fp8",
+                 "--enable-auto-tool-choice --tool-call-parser qwen3_coder",
+                 "--reasoning-parser qwen3", "--enable-prefix-caching"):
+        assert flag in line
+    assert args[-1] == "--enforce-eager"
+    assert "--api-key" not in line  # the key comes from the root-only env file
+
+
+def test_vllm_unit_has_gb10_environment_and_long_start_timeout():
+    host = validate_inventory({"s": {"vllm_environment": {"VLLM_LOGGING_LEVEL": "DEBUG"}}})[0]
+    model = host.models[0]
+    unit = template("vllm/vllm-model.service.j2", s=host, model=model,
+                    state_dir="/var/lib/sparkstack/vllm", venv="/opt/v",
+                    secrets_env="/etc/sparkstack/vllm/secrets.env",
+                    environment={**host["vllm_environment"], **model["environment"]},
+                    args=vllm_args(model, "127.0.0.1"), health_host="127.0.0.1",
+                    wait_script="/opt/sparkstack/bin/wait-http-ready")
+    assert "Environment=TORCH_CUDA_ARCH_LIST=12.1a" in unit
+    assert "Environment=TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas" in unit
+    assert "Environment=VLLM_LOGGING_LEVEL=DEBUG" in unit
+    assert "Environment=HF_HOME=/var/lib/sparkstack/vllm/cache/huggingface" in unit
+    assert "TimeoutStartSec=1830" in unit
+    assert "User=vllm" in unit
+    exec_line = next(l for l in unit.splitlines() if l.startswith("ExecStart="))
+    assert shlex.split(exec_line.split("=", 1)[1])[1:4] == [
+        "serve", "Qwen/Qwen3-4B-Instruct-2507", "--served-model-name"]
+
+
+def test_litellm_config_profiles_aliases_and_fallbacks():
+    fleet = fleet_of({"s": {"cloud_api_key": "sk-or-cloud-secret"}})
+    config = litellm_config(fleet["s"], fleet)
+    by_name = {}
+    for entry in config["model_list"]:
+        by_name.setdefault(entry["model_name"], []).append(entry["litellm_params"])
+    assert by_name["fast"] == [{"model": "hosted_vllm/qwen3-4b",
+                                "api_base": "http://127.0.0.1:8000/v1",
+                                "api_key": "os.environ/VLLM_API_KEY"}]
+    assert by_name["claude-*"][0]["model"] == "hosted_vllm/qwen3-coder-30b"
+    assert by_name["cloud"][0]["model"] == "openrouter/qwen/qwen3-235b-a22b:free"
+    assert by_name["cloud"][0]["api_key"] == "os.environ/CLOUD_API_KEY"
+    fallbacks = config["router_settings"]["fallbacks"]
+    assert {"fast": ["fast-cloud-fallback"]} in fallbacks
+    assert {"claude-*": ["code-cloud-fallback"]} in fallbacks
+    assert config["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
+    assert "sk-or-cloud-secret" not in yaml.safe_dump(config)  # secrets stay references
+
+
+def test_without_a_cloud_key_there_are_no_cloud_routes(monkeypatch):
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    fleet = fleet_of({"s": {}})
+    config = litellm_config(fleet["s"], fleet)
+    names = {e["model_name"] for e in config["model_list"]}
+    assert names == {"fast", "expert", "code", "claude-*"}
+    assert config["router_settings"]["fallbacks"] == []
+
+
+def test_cloud_key_from_the_controller_environment(monkeypatch):
+    monkeypatch.setenv("OPENROUTER_API_KEY", "from-env")
+    fleet = fleet_of({"s": {}})
+    assert "cloud" in {e["model_name"] for e in litellm_config(fleet["s"], fleet)["model_list"]}
+
+
+def test_same_model_on_two_hosts_is_load_balanced_and_remote_vllm_binds_its_address():
+    model = [{"name": "qwen3-4b", "model": "Qwen/Qwen3-4B-Instruct-2507", "port": 8000}]
+    fleet = fleet_of({"a": {"address": "10.0.0.1"},
+                      "b": {"address": "10.0.0.2", "roles": ["vllm"], "models": model}})
+    config = litellm_config(fleet["a"], fleet)
+    bases = [e["litellm_params"]["api_base"] for e in config["model_list"]
+             if e["model_name"] == "fast"]
+    assert bases == ["http://127.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]
+    assert fleet.vllm_bind_address(fleet["b"]) == "10.0.0.2"
+    assert fleet.vllm_bind_address(fleet["a"]) == "127.0.0.1"
+
+
+def test_env_file_quotes_values():
+    assert env_file({"A": 'x"y\\z'}).splitlines()[1] == 'A="x\\"y\\\\z"'
+
+
+def test_pip_conf_carries_index_proxy_and_ca_settings(tmp_path):
+    ca = tmp_path / "corp.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    host = validate_inventory({"s": {
+        "pip_index_url": "https://mirror.lan/simple", "https_proxy": "http://proxy:3128",
+        "extra_ca_certificates": [str(ca)], "pip_find_links": ["/srv/wheels"]}})[0]
+    conf = pip_conf(host)
+    assert "index-url = https://mirror.lan/simple" in conf
+    assert "proxy = http://proxy:3128" in conf
+    assert "cert = /etc/ssl/certs/ca-certificates.crt" in conf
+    assert "find-links = /srv/wheels" in conf
