@@ -1,0 +1,73 @@
+"""`sparkstack` command: deploy the inventory, or a local simulated Spark when the
+inventory lists no Spark yet."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from .settings import REPO_ROOT
+
+SIM_INVENTORY = REPO_ROOT / ".sim" / "inventory.py"
+
+
+def inventory_hosts(path: Path) -> list:
+    """Host entries of a pyinfra inventory file (top-level lists/tuples of hosts)."""
+    found = []
+    for name, value in runpy.run_path(str(path)).items():
+        if name.startswith("_") or not isinstance(value, (list, tuple)):
+            continue
+        hosts = value[0] if (isinstance(value, tuple) and len(value) == 2
+                             and isinstance(value[1], dict)) else value
+        found.extend(hosts)
+    return found
+
+
+def _pyinfra() -> str:
+    return str(Path(sys.executable).with_name("pyinfra"))
+
+
+@click.group()
+def main() -> None:
+    """Provision DGX Sparks with vLLM, LiteLLM, Open WebUI and PostgreSQL."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("-i", "--inventory", default="inventory.py", show_default=True,
+              type=click.Path(path_type=Path))
+@click.argument("pyinfra_args", nargs=-1, type=click.UNPROCESSED)
+def deploy(inventory: Path, pyinfra_args: tuple[str, ...]) -> None:
+    """Deploy the stack (extra arguments go to pyinfra, e.g. --limit spark-2)."""
+    inventory = inventory if inventory.is_absolute() else Path.cwd() / inventory
+    simulated = not inventory.exists() or not inventory_hosts(inventory)
+    if simulated:
+        if os.geteuid() != 0:
+            raise click.ClickException("booting a simulated Spark needs root")
+        sys.path.insert(0, str(REPO_ROOT))  # the simulated fleet is a test double
+        from tests.simspark import fleet
+        from tests.simspark.inventory import write_inventory
+
+        click.echo(f"No Spark listed in {inventory.name}: booting a local simulated Spark "
+                   "(systemd-nspawn; vLLM is the CPU stand-in from tests/doubles).")
+        host = fleet.boot("spark1", 1)
+        inventory = write_inventory(SIM_INVENTORY, [host])
+    rc = subprocess.call([_pyinfra(), "-y", str(inventory), "deploy.py", *pyinfra_args],
+                         cwd=REPO_ROOT)
+    if rc == 0 and simulated:
+        click.echo(
+            "\nThe simulated Spark is up. Reach its services through SSH, as on a real one:\n"
+            f"  ssh -i {fleet.SSH_KEY} -L 4000:127.0.0.1:4000 -L 8080:127.0.0.1:8080 "
+            f"root@{host.address}\n"
+            "  LiteLLM: http://127.0.0.1:4000 (UI at /ui), Open WebUI: http://127.0.0.1:8080\n"
+            f"  Keys and passwords: {REPO_ROOT / '.secrets' / 'hosts' / 'spark1.json'}\n"
+            "  Stop it with: .venv/bin/python -m tests.simspark down")
+    sys.exit(rc)
+
+
+if __name__ == "__main__":
+    main()
