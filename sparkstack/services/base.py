@@ -1,11 +1,13 @@
 """What every Spark needs before any service: trusted CAs, proxies, pip settings."""
 
+from dataclasses import dataclass
 from io import StringIO
 
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import apt, files, server, systemd
 
 from ..fleet import Fleet
-from ..render import ca_file_name, pip_conf, pip_constraints, template
+from ..operations import venv_install
+from ..render import ca_file_name, env_file, pip_conf, pip_constraints, template
 from ..settings import REPO_ROOT, HostSettings, resolve_controller_path
 
 
@@ -38,8 +40,72 @@ def deploy(s: HostSettings, fleet: Fleet) -> None:
               dest=f"{root}/bin/wait-http-ready", mode="755")
 
 
-def service_user(name: str, home: str) -> None:
-    server.user(name=f"Create system user {name}", user=name, system=True, home=home,
-                shell="/usr/sbin/nologin", create_home=False)
-    files.directory(name=f"Create {home} for {name}", path=home, user=name, group=name,
-                    mode="750")
+@dataclass(frozen=True)
+class Service:
+    """Where one service lives on a host: its user, venv, config and state folders."""
+
+    name: str
+    user: str
+    s: HostSettings
+
+    @property
+    def state_dir(self) -> str:
+        return f"{self.s['state_root']}/{self.name}"
+
+    @property
+    def venv(self) -> str:
+        return f"{self.s['install_root']}/{self.name}/venv"
+
+    @property
+    def conf_dir(self) -> str:
+        return f"{self.s['config_root']}/{self.name}"
+
+    @property
+    def secrets_env(self) -> str:
+        return f"{self.conf_dir}/secrets.env"
+
+    @property
+    def wait_script(self) -> str:
+        return f"{self.s['install_root']}/bin/wait-http-ready"
+
+
+def prepare(s: HostSettings, name: str, user: str) -> Service:
+    """Create the service's system user and its state folder."""
+    svc = Service(name, user, s)
+    server.user(name=f"Create system user {user}", user=user, system=True,
+                home=svc.state_dir, shell="/usr/sbin/nologin", create_home=False)
+    files.directory(name=f"Create {svc.state_dir} for {user}", path=svc.state_dir,
+                    user=user, group=user, mode="750")
+    return svc
+
+
+def install(svc: Service, label: str, requirements: str):
+    return venv_install(name=f"Install {label}", venv=svc.venv, requirements=requirements,
+                        pip_conf=f"{svc.s['install_root']}/pip.conf",
+                        constraints="\n".join(svc.s["pip_constraints"]))
+
+
+def write_secrets(svc: Service, label: str, values: dict[str, str]):
+    return files.put(name=f"Write {label} secrets (root-only)", src=StringIO(env_file(values)),
+                     dest=svc.secrets_env, user="root", group="root", mode="600")
+
+
+def activate(svc: Service, unit: str, template_name: str, label: str, restart_on: list,
+             **context) -> None:
+    """Write the unit and keep it running; restart only when the unit or one of the
+    `restart_on` operations changes something."""
+    unit_file = files.put(
+        name=f"Write unit {unit}",
+        src=StringIO(template(template_name, s=svc.s, venv=svc.venv,
+                              state_dir=svc.state_dir, secrets_env=svc.secrets_env,
+                              wait_script=svc.wait_script, **context)),
+        dest=f"/etc/systemd/system/{unit}", mode="644")
+    systemd.service(name=label, service=unit, running=True, enabled=True,
+                    daemon_reload=unit_file.will_change,
+                    restarted=unit_file.will_change
+                    or any(op.will_change for op in restart_on))
+
+
+def loopback_for(bind: str) -> str:
+    """Where a check on the host itself reaches a service bound to `bind`."""
+    return "127.0.0.1" if bind in ("0.0.0.0", "127.0.0.1") else bind

@@ -1,16 +1,13 @@
 """vLLM: one venv, one system user, one systemd unit per served model."""
 
-from io import StringIO
-
 from pyinfra import host
 from pyinfra.facts.files import FindFiles
 from pyinfra.operations import files, systemd
 
 from ..fleet import Fleet
-from ..operations import venv_install
-from ..render import env_file, template, unit_name, vllm_args
+from ..render import unit_name, vllm_args
 from ..settings import HostSettings
-from .base import service_user
+from .base import activate, install, loopback_for, prepare, write_secrets
 
 UNIT_DIR = "/etc/systemd/system"
 
@@ -24,42 +21,23 @@ def requirements(s: HostSettings) -> str:
 
 
 def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
-    user = s["vllm_user"]
-    state_dir = f"{s['state_root']}/vllm"
-    venv = f"{s['install_root']}/vllm/venv"
-    service_user(user, state_dir)
+    svc = prepare(s, "vllm", s["vllm_user"])
     for sub in ("cache", "cache/huggingface", "cache/vllm", "cache/triton"):
-        files.directory(name=f"Create vLLM cache {sub}", path=f"{state_dir}/{sub}",
-                        user=user, group=user, mode="750")
-    install = venv_install(name=f"Install {s['vllm_package']}", venv=venv,
-                           requirements=requirements(s),
-                           pip_conf=f"{s['install_root']}/pip.conf",
-                           constraints="\n".join(s["pip_constraints"]))
-    secrets_env = f"{s['config_root']}/vllm/secrets.env"
-    key_file = files.put(name="Write vLLM's API key (root-only)",
-                         src=StringIO(env_file({"VLLM_API_KEY": secrets["vllm_api_key"]})),
-                         dest=secrets_env, user="root", group="root", mode="600")
-
+        files.directory(name=f"Create vLLM cache {sub}", path=f"{svc.state_dir}/{sub}",
+                        user=svc.user, group=svc.user, mode="750")
+    venv = install(svc, s["vllm_package"], requirements(s))
+    # vLLM reads VLLM_API_KEY from its environment: the key never is on a command line.
+    key = write_secrets(svc, "vLLM", {"VLLM_API_KEY": secrets["vllm_api_key"]})
     bind = fleet.vllm_bind_address(s)
     wanted_units = set()
     for model in s.models:
-        name = unit_name(model)
-        wanted_units.add(f"{name}.service")
-        unit = files.put(
-            name=f"Write unit {name}",
-            src=StringIO(template(
-                "vllm/vllm-model.service.j2", s=s, model=model, state_dir=state_dir,
-                venv=venv, secrets_env=secrets_env,
-                environment={**s["vllm_environment"], **model["environment"]},
-                args=vllm_args(model, bind),
-                health_host="127.0.0.1" if bind in ("127.0.0.1", "0.0.0.0") else bind,
-                wait_script=f"{s['install_root']}/bin/wait-http-ready")),
-            dest=f"{UNIT_DIR}/{name}.service", mode="644")
-        systemd.service(name=f"Run {name} (returns once the model answers)",
-                        service=f"{name}.service", running=True, enabled=True,
-                        daemon_reload=unit.will_change,
-                        restarted=unit.will_change or install.will_change
-                        or key_file.will_change)
+        unit = f"{unit_name(model)}.service"
+        wanted_units.add(unit)
+        activate(svc, unit, "vllm/vllm-model.service.j2",
+                 f"Run {unit} (returns once the model answers)", restart_on=[venv, key],
+                 model=model, args=vllm_args(model, bind),
+                 environment={**s["vllm_environment"], **model["environment"]},
+                 health_host=loopback_for(bind))
     remove_stale_units(wanted_units)
 
 

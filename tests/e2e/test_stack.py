@@ -277,3 +277,23 @@ def test_a_second_spark_serving_the_same_model_is_load_balanced(stack):
         answered_by[reply.choices[0].message.content.split("@")[1].split(":")[0]] += 1
     assert set(answered_by) == {"spark1", "spark2"}, answered_by
     assert min(answered_by.values()) >= 4, answered_by
+
+
+def test_a_model_removed_from_the_inventory_loses_its_unit(stack):
+    spark2 = stack.hosts[1]
+    models = [{"name": "qwen3-4b-b", "model": "Qwen/Qwen3-4B-Instruct-2507", "port": 8002,
+               "gpu_memory_utilization": 0.15}]
+    stack.write(host_data={"spark2": {"roles": ["vllm"], "models": models}})
+    result = run_deploy(stack.inventory)
+    assert result.returncode == 0, result.output[-3000:]
+    units = ssh(spark2, "systemctl list-units --all --no-legend --plain "
+                        "'sparkstack-vllm-*' | cut -d' ' -f1").stdout.split()
+    assert units == ["sparkstack-vllm-qwen3-4b-b.service"]
+    assert ssh(spark2, "ls /etc/systemd/system/ | grep sparkstack-vllm").stdout.split() == [
+        "sparkstack-vllm-qwen3-4b-b.service"]
+    # spark1's LiteLLM no longer routes fast to spark2 (spark2 stopped serving qwen3-4b)
+    client = stack.openai()
+    for _ in range(6):
+        reply = client.chat.completions.create(
+            model="fast", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        assert "@spark1:" in reply.choices[0].message.content

@@ -215,10 +215,13 @@ def boot(name: str, index: int) -> SimHost:
     address = _address(index)
     _setup_netns(name, address)
     root = _prepare_root(name)
-    (CACHE / "apt-archives" / "partial").mkdir(parents=True, exist_ok=True)
+    # One apt archive per host name (apt locks it; parallel hosts must not share it),
+    # kept between runs.
+    apt_archives = CACHE / "apt-archives" / name
+    (apt_archives / "partial").mkdir(parents=True, exist_ok=True)
     (CACHE / "pip").mkdir(parents=True, exist_ok=True)
     binds = [
-        f"--bind={CACHE / 'apt-archives'}:/var/cache/apt/archives",
+        f"--bind={apt_archives}:/var/cache/apt/archives",
         f"--bind={CACHE / 'pip'}:/root/.cache/pip",
         f"--bind-ro={wheels}:/opt/sparkstack-test-wheels",
     ]
