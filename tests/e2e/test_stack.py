@@ -286,9 +286,10 @@ def test_a_model_removed_from_the_inventory_loses_its_unit(stack):
     stack.write(host_data={"spark2": {"roles": ["vllm"], "models": models}})
     result = run_deploy(stack.inventory)
     assert result.returncode == 0, result.output[-3000:]
-    units = ssh(spark2, "systemctl list-units --all --no-legend --plain "
-                        "'sparkstack-vllm-*' | cut -d' ' -f1").stdout.split()
-    assert units == ["sparkstack-vllm-qwen3-4b-b.service"]
+    listing = ssh(spark2, "systemctl list-units --all --no-legend --plain "
+                          "'sparkstack-vllm-*'").stdout
+    units = [line.split()[0] for line in listing.splitlines()]
+    assert units == ["sparkstack-vllm-qwen3-4b-b.service"], listing
     assert ssh(spark2, "ls /etc/systemd/system/ | grep sparkstack-vllm").stdout.split() == [
         "sparkstack-vllm-qwen3-4b-b.service"]
     # spark1's LiteLLM no longer routes fast to spark2 (spark2 stopped serving qwen3-4b)

@@ -1,0 +1,208 @@
+"""Will a model fit? Weights from safetensors headers, KV cache from config.json.
+
+    python -m checks.fit MODEL_DIR_OR_REPO [--max-model-len N] [--max-num-seqs N]
+                         [--gpu-memory-utilization X] [--kv-cache-dtype auto|fp8] [--json]
+
+Weights: `model.safetensors.index.json` (metadata.total_size) or the sum of the tensor
+byte ranges in every `*.safetensors` header, from a local folder or the Hugging Face
+cache. KV cache per token: 2 x layers x KV heads x head dim x dtype bytes, or for MLA
+models (DeepSeek) one latent of kv_lora_rank + qk_rope_head_dim per layer. vLLM refuses
+to start unless one full `max_model_len` sequence fits beside the weights, activations
+and its runtime overhead; the budget is gpu_memory_utilization x total memory, and on
+unified memory that budget must also be free now (page cache counts as reclaimable).
+
+Standard library only (it also runs inside a pyinfra fact on a bare host).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import struct
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+GIB = 1024**3
+DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
+KV_DTYPE_BYTES = {"fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
+RUNTIME_OVERHEAD = 1.5 * GIB   # CUDA context, CUDA graphs, allocator slack (vLLM profiles ~1-2 GiB)
+BATCHED_TOKENS = 8192          # vLLM's default max_num_batched_tokens with chunked prefill
+
+
+def safetensors_header(path: str | Path) -> dict:
+    """The JSON header of a .safetensors file (8-byte little-endian length first)."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(length))
+
+
+def header_bytes(header: dict) -> int:
+    """Bytes of tensor data a header describes (packed 4-bit types included)."""
+    return sum(end - start for name, t in header.items() if name != "__metadata__"
+               for start, end in [t["data_offsets"]])
+
+
+def find_model_dir(model: str, hf_home: str | None = None) -> Path | None:
+    """A local folder, or the newest snapshot of a Hub repo in the Hugging Face cache."""
+    if os.path.isdir(model):
+        return Path(model)
+    hf_home = hf_home or os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface"))
+    snapshots = Path(hf_home) / "hub" / f"models--{model.replace('/', '--')}" / "snapshots"
+    found = sorted(snapshots.glob("*/config.json"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
+
+
+def weights_bytes(model_dir: Path) -> tuple[int, str]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.exists():
+        total = json.loads(index.read_text()).get("metadata", {}).get("total_size")
+        if total:
+            return int(total), index.name
+    files = sorted(glob.glob(str(model_dir / "*.safetensors")))
+    if not files:
+        raise FileNotFoundError(f"no safetensors weights in {model_dir}")
+    return sum(header_bytes(safetensors_header(f)) for f in files), \
+        f"{len(files)} safetensors header(s)"
+
+
+def _text_config(config: dict) -> dict:
+    return config.get("text_config") or config  # multimodal configs nest the LLM's
+
+
+def kv_bytes_per_token(config: dict, kv_cache_dtype: str = "auto") -> int:
+    c = _text_config(config)
+    layers = c["num_hidden_layers"]
+    if kv_cache_dtype in KV_DTYPE_BYTES:
+        dtype_bytes = KV_DTYPE_BYTES[kv_cache_dtype]
+    else:  # auto: the model's activation dtype
+        dtype_bytes = DTYPE_BYTES.get(str(c.get("torch_dtype") or c.get("dtype")
+                                          or "bfloat16"), 2)
+    if c.get("kv_lora_rank"):  # MLA: one compressed latent + the rope key per layer
+        return layers * (c["kv_lora_rank"] + c.get("qk_rope_head_dim", 64)) * dtype_bytes
+    heads = c["num_attention_heads"]
+    kv_heads = c.get("num_key_value_heads") or heads
+    head_dim = c.get("head_dim") or c["hidden_size"] // heads
+    return 2 * layers * kv_heads * head_dim * dtype_bytes
+
+
+def activation_bytes(config: dict) -> int:
+    """Peak activations of a profiling forward pass: a rough 12 hidden-sized bf16
+    buffers per batched token plus the logits of one token per batched row."""
+    c = _text_config(config)
+    return 12 * c["hidden_size"] * BATCHED_TOKENS * 2 + c.get("vocab_size", 0) * 256 * 4
+
+
+@dataclass
+class Memory:
+    """The machine's memory as the OS sees it (bytes)."""
+
+    total: int
+    free: int
+    available: int  # free + reclaimable page cache
+
+    @classmethod
+    def from_meminfo(cls, text: str) -> "Memory":
+        kb = {}
+        for line in text.splitlines():
+            key, _, rest = line.partition(":")
+            if rest.strip():
+                kb[key] = int(rest.split()[0]) * 1024
+        return cls(kb["MemTotal"], kb["MemFree"], kb.get("MemAvailable", kb["MemFree"]))
+
+
+@dataclass
+class Estimate:
+    weights_gib: float
+    weights_source: str
+    kv_per_token_kib: float
+    kv_one_sequence_gib: float
+    kv_all_sequences_gib: float
+    activations_gib: float
+    overhead_gib: float
+    needed_gib: float            # weights + activations + overhead + one full sequence
+    budget_gib: float            # gpu_memory_utilization x total
+    kv_room_gib: float           # what the budget leaves for the KV cache
+    concurrent_full_sequences: float
+    free_now_gib: float
+    available_now_gib: float     # free + reclaimable page cache
+    verdict: str                 # fits | fits after dropping caches | does not fit
+    reason: str
+
+
+def estimate(config: dict, weights: int, weights_source: str, memory: Memory, *,
+             max_model_len: int, max_num_seqs: int, gpu_memory_utilization: float,
+             kv_cache_dtype: str = "auto", freed_on_restart: int = 0) -> Estimate:
+    """`freed_on_restart`: memory held now by the unit this model replaces."""
+    per_token = kv_bytes_per_token(config, kv_cache_dtype)
+    one_seq = per_token * max_model_len
+    act = activation_bytes(config)
+    needed = weights + act + RUNTIME_OVERHEAD + one_seq
+    budget = gpu_memory_utilization * memory.total
+    room = budget - weights - act - RUNTIME_OVERHEAD
+    free = memory.free + freed_on_restart
+    available = memory.available + freed_on_restart
+    g = lambda b: round(b / GIB, 2)  # noqa: E731
+    if needed > budget:
+        verdict, reason = "does not fit", (
+            f"needs {g(needed)} GiB (weights {g(weights)} + activations {g(act)} + "
+            f"overhead {g(RUNTIME_OVERHEAD)} + one {max_model_len}-token sequence "
+            f"{g(one_seq)}) but gpu_memory_utilization {gpu_memory_utilization} gives "
+            f"{g(budget)} GiB; lower max_model_len or raise gpu_memory_utilization")
+    elif budget > available:
+        verdict, reason = "does not fit", (
+            f"its budget of {g(budget)} GiB is more than the {g(available)} GiB available "
+            f"now ({g(free)} GiB free + page cache); other models and services hold the rest")
+    elif budget > free:
+        verdict, reason = "fits after dropping caches", (
+            f"its budget of {g(budget)} GiB exceeds the {g(free)} GiB free, but page cache "
+            f"can be dropped to reach {g(available)} GiB")
+    else:
+        verdict, reason = "fits", (f"needs {g(needed)} GiB of a {g(budget)} GiB budget; "
+                                   f"{g(free)} GiB free")
+    return Estimate(g(weights), weights_source, round(per_token / 1024, 1), g(one_seq),
+                    g(one_seq * max_num_seqs), g(act), g(RUNTIME_OVERHEAD), g(needed),
+                    g(budget), g(room), round(max(room, 0) / one_seq, 2), g(free),
+                    g(available), verdict, reason)
+
+
+def check_local(model: str, hf_home: str | None = None, **kwargs) -> Estimate:
+    model_dir = find_model_dir(model, hf_home)
+    if model_dir is None:
+        raise FileNotFoundError(f"{model}: not a local folder and not in the Hugging Face "
+                                "cache")
+    config = json.loads((model_dir / "config.json").read_text())
+    weights, source = weights_bytes(model_dir)
+    memory = Memory.from_meminfo(Path("/proc/meminfo").read_text())
+    return estimate(config, weights, source, memory, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m checks.fit")
+    p.add_argument("model")
+    p.add_argument("--max-model-len", type=int, default=32768)
+    p.add_argument("--max-num-seqs", type=int, default=8)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.3)
+    p.add_argument("--kv-cache-dtype", default="auto")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        result = check_local(args.model, max_model_len=args.max_model_len,
+                             max_num_seqs=args.max_num_seqs,
+                             gpu_memory_utilization=args.gpu_memory_utilization,
+                             kv_cache_dtype=args.kv_cache_dtype)
+    except (OSError, KeyError, ValueError) as e:
+        print(f"cannot estimate {args.model}: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(asdict(result), indent=2))
+    else:
+        for key, value in asdict(result).items():
+            print(f"{key:28} {value}")
+    return 0 if result.verdict != "does not fit" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
