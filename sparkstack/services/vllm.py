@@ -2,7 +2,7 @@
 
 from pyinfra import host
 from pyinfra.facts.files import FindFiles
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, systemd
 
 from ..fleet import Fleet
 from ..render import unit_name, vllm_args
@@ -53,6 +53,3 @@ def remove_stale_units(wanted_units: set) -> None:
                         running=False, enabled=False)
         files.file(name=f"Remove {unit}", path=path, present=False)
         systemd.daemon_reload(name="Reload systemd units")
-        # A unit that had failed stays listed until its failed state is cleared.
-        server.shell(name=f"Forget {unit}",
-                     commands=[f"systemctl reset-failed {unit} 2>/dev/null || true"])

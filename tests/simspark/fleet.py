@@ -117,6 +117,19 @@ def ensure_standin_wheels() -> Path:
     return STANDIN_WHEELS
 
 
+NVML_SOURCE = REPO / "tests" / "doubles" / "nvml_gb10" / "nvml_gb10.c"
+NVML_LIB = CACHE / "nvml-gb10" / "libnvidia-ml.so.1"
+
+
+def ensure_nvml_standin() -> Path:
+    """Compile the GB10-shaped NVML stand-in (a test double) when its source changed."""
+    if NVML_LIB.exists() and NVML_LIB.stat().st_mtime >= NVML_SOURCE.stat().st_mtime:
+        return NVML_LIB
+    NVML_LIB.parent.mkdir(parents=True, exist_ok=True)
+    _run("cc", "-shared", "-fPIC", "-O2", "-Wall", "-o", str(NVML_LIB), str(NVML_SOURCE))
+    return NVML_LIB
+
+
 def _mktemp_dir() -> str:
     import tempfile
 
@@ -160,7 +173,7 @@ def _setup_netns(name: str, address: str) -> None:
     _run(*ns, "ip", "route", "add", "default", "via", BRIDGE_ADDR)
 
 
-def _prepare_root(name: str) -> Path:
+def _prepare_root(name: str, gpu: bool) -> Path:
     hdir = _host_dir(name)
     for sub in ("upper", "work", "root"):
         (hdir / sub).mkdir(parents=True, exist_ok=True)
@@ -175,6 +188,8 @@ def _prepare_root(name: str) -> Path:
     ssh_dir = root / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     shutil.copy(f"{SSH_KEY}.pub", ssh_dir / "authorized_keys")
+    if gpu:  # dlopen finds /usr/lib without ldconfig; no library = no driver
+        shutil.copy(ensure_nvml_standin(), root / "usr/lib/libnvidia-ml.so.1")
     for mount_point in ("var/cache/apt/archives", "root/.cache/pip", "opt/wheels",
                         "opt/sparkstack-test-wheels"):
         (root / mount_point).mkdir(parents=True, exist_ok=True)
@@ -204,8 +219,9 @@ def ssh(host: SimHost | str, command: str, check: bool = True,
     )
 
 
-def boot(name: str, index: int) -> SimHost:
-    """Boot one fresh simulated Spark (its previous state, if any, is discarded)."""
+def boot(name: str, index: int, gpu: bool = True) -> SimHost:
+    """Boot one fresh simulated Spark (its previous state, if any, is discarded).
+    `gpu`: give it the GB10-shaped NVML stand-in; without it the host has no driver."""
     ensure_tools()
     ensure_base_rootfs()
     ensure_ssh_key()
@@ -214,7 +230,7 @@ def boot(name: str, index: int) -> SimHost:
     stop(name)
     address = _address(index)
     _setup_netns(name, address)
-    root = _prepare_root(name)
+    root = _prepare_root(name, gpu)
     # One apt archive per host name (apt locks it; parallel hosts must not share it),
     # kept between runs.
     apt_archives = CACHE / "apt-archives" / name
