@@ -10,11 +10,12 @@ before any host is changed.
 from pyinfra import host
 
 from sparkstack.context import current_host
-from sparkstack.services import base, litellm, openwebui, postgres, vllm
+from sparkstack.services import base, checks, litellm, openwebui, postgres, vllm
 
 settings, fleet, secrets = current_host(host)
 
 base.deploy(settings, fleet)
+checks.deploy(settings)
 if settings.has("postgres"):
     postgres.deploy(settings, secrets)
 if settings.has("vllm"):

@@ -29,6 +29,7 @@ GIB = 1024**3
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
 KV_DTYPE_BYTES = {"fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
 RUNTIME_OVERHEAD = 1.5 * GIB   # CUDA context, CUDA graphs, allocator slack (vLLM profiles ~1-2 GiB)
+MAX_UTILIZATION = 0.95         # the most of the memory a model may be given
 BATCHED_TOKENS = 8192          # vLLM's default max_num_batched_tokens with chunked prefill
 
 
@@ -145,7 +146,13 @@ def estimate(config: dict, weights: int, weights_source: str, memory: Memory, *,
     free = memory.free + freed_on_restart
     available = memory.available + freed_on_restart
     g = lambda b: round(b / GIB, 2)  # noqa: E731
-    if needed > budget:
+    if needed > MAX_UTILIZATION * memory.total:
+        verdict, reason = "does not fit", (
+            f"needs {g(needed)} GiB (weights {g(weights)} + activations {g(act)} + "
+            f"overhead {g(RUNTIME_OVERHEAD)} + one {max_model_len}-token sequence "
+            f"{g(one_seq)}) but this machine has {g(memory.total)} GiB in all; choose a "
+            "smaller or more quantized model")
+    elif needed > budget:
         verdict, reason = "does not fit", (
             f"needs {g(needed)} GiB (weights {g(weights)} + activations {g(act)} + "
             f"overhead {g(RUNTIME_OVERHEAD)} + one {max_model_len}-token sequence "

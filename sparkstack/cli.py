@@ -3,6 +3,7 @@ inventory lists no Spark yet."""
 
 from __future__ import annotations
 
+import json
 import os
 import runpy
 import subprocess
@@ -67,6 +68,19 @@ def deploy(inventory: Path, pyinfra_args: tuple[str, ...]) -> None:
             f"  Keys and passwords: {REPO_ROOT / '.secrets' / 'hosts' / 'spark1.json'}\n"
             "  Stop it with: .venv/bin/python -m tests.simspark down")
     sys.exit(rc)
+
+
+@main.command()
+@click.option("-i", "--inventory", default="inventory.py", show_default=True)
+@click.option("--limit", multiple=True, help="host name, glob or group (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def health(inventory: str, limit: tuple[str, ...], as_json: bool) -> None:
+    """Check every host: GPU, units, endpoints, a completion per profile, memory."""
+    from . import health as checks
+
+    rows = checks.run(inventory, limit)
+    click.echo(json.dumps(rows, indent=1) if as_json else checks.table(rows))
+    sys.exit(0 if rows and all(r["ok"] for r in rows) else 1)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,10 @@ from pyinfra.api.exceptions import PyinfraError
 
 from .settings import REPO_ROOT
 
-FIT_SOURCE = (REPO_ROOT / "checks" / "fit.py").read_text()
-_PROBE = """
-import json, sys
-sys.argv = ["fit"]
-__name__ = "sparkstack_fit"
-{source}
+# checks/fit.py as a script, without its command-line entry point
+FIT_SOURCE = (REPO_ROOT / "checks" / "fit.py").read_text().split(
+    'if __name__ == "__main__":')[0]
+_PROBE = """{source}
 try:
     d = find_model_dir({model!r}, {hf_home!r})
     if d is None:

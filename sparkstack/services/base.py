@@ -1,5 +1,6 @@
 """What every Spark needs before any service: trusted CAs, proxies, pip settings."""
 
+import json
 from dataclasses import dataclass
 from io import StringIO
 
@@ -7,8 +8,22 @@ from pyinfra.operations import apt, files, server, systemd
 
 from ..fleet import Fleet
 from ..operations import venv_install
-from ..render import ca_file_name, env_file, pip_conf, pip_constraints, template
+from ..render import ca_file_name, env_file, pip_conf, pip_constraints, template, unit_name
 from ..settings import REPO_ROOT, HostSettings, resolve_controller_path
+
+
+def manifest(s: HostSettings, fleet: Fleet) -> dict:
+    """What this host runs, for the checks on the host (no secrets)."""
+    bind = fleet.vllm_bind_address(s)
+    return {"host": s.name, "roles": s.roles,
+            "models": [{"name": m["name"], "port": m["port"], "address": bind,
+                        "max_model_len": m["max_model_len"],
+                        "unit": f"{unit_name(m)}.service"} for m in s.models],
+            "postgres_port": s["postgres_port"], "litellm_port": s["litellm_port"],
+            "litellm_address": s["litellm_bind_address"],
+            "openwebui_port": s["openwebui_port"],
+            "openwebui_address": s["openwebui_bind_address"],
+            "config_root": s["config_root"]}
 
 
 def deploy(s: HostSettings, fleet: Fleet) -> None:
@@ -35,6 +50,9 @@ def deploy(s: HostSettings, fleet: Fleet) -> None:
     files.put(name="Write pip constraints for sparkstack's venvs",
               src=StringIO(pip_constraints(s)), dest=f"{root}/pip-constraints.txt",
               mode="644")
+    files.put(name="Describe this host's services for the checks",
+              src=StringIO(json.dumps(manifest(s, fleet), indent=1, sort_keys=True) + "\n"),
+              dest=f"{s['config_root']}/manifest.json", mode="644")
     files.put(name="Install the readiness waiter used by the units",
               src=str(REPO_ROOT / "files" / "wait-http-ready"),
               dest=f"{root}/bin/wait-http-ready", mode="755")
@@ -90,20 +108,27 @@ def write_secrets(svc: Service, label: str, values: dict[str, str]):
                      dest=svc.secrets_env, user="root", group="root", mode="600")
 
 
-def activate(svc: Service, unit: str, template_name: str, label: str, restart_on: list,
-             **context) -> None:
-    """Write the unit and keep it running; restart only when the unit or one of the
-    `restart_on` operations changes something."""
-    unit_file = files.put(
+def write_unit(svc: Service, unit: str, template_name: str, **context):
+    return files.put(
         name=f"Write unit {unit}",
         src=StringIO(template(template_name, s=svc.s, venv=svc.venv,
                               state_dir=svc.state_dir, secrets_env=svc.secrets_env,
                               wait_script=svc.wait_script, **context)),
         dest=f"/etc/systemd/system/{unit}", mode="644")
+
+
+def run_unit(unit: str, label: str, unit_file, restart_on: list) -> None:
+    """Keep the unit running; restart only when its file or one of the `restart_on`
+    operations changes something."""
     systemd.service(name=label, service=unit, running=True, enabled=True,
                     daemon_reload=unit_file.will_change,
                     restarted=unit_file.will_change
                     or any(op.will_change for op in restart_on))
+
+
+def activate(svc: Service, unit: str, template_name: str, label: str, restart_on: list,
+             **context) -> None:
+    run_unit(unit, label, write_unit(svc, unit, template_name, **context), restart_on)
 
 
 def loopback_for(bind: str) -> str:

@@ -8,7 +8,7 @@ from .base import Service, install
 
 # Pinned: the checks' only dependencies.
 REQUIREMENTS = "nvidia-ml-py==13.615.71\npsutil==7.2.2\nhttpx==0.28.1\n"
-MODULES = ("__init__.py", "gpu.py", "fit.py", "ready.py")
+MODULES = ("__init__.py", "gpu.py", "fit.py", "ready.py", "health.py")
 
 
 def deploy(s: HostSettings) -> None:

@@ -1,0 +1,188 @@
+"""Health of one Spark, checked on the Spark itself (as root):
+
+    /opt/sparkstack/checks/venv/bin/python -m checks.health [--json]
+
+GPU probe, memory headroom, every sparkstack unit, each vLLM model's readiness,
+PostgreSQL, LiteLLM and Open WebUI endpoints, and one completion per LiteLLM profile in
+both OpenAI and Anthropic formats. Checks run in parallel; each result says what to do
+when it fails. `sparkstack health` runs this on every host of an inventory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import psutil
+
+from . import gpu, ready
+
+HEADROOM_GIB = 2.0
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """A systemd EnvironmentFile written by sparkstack (KEY="value", escaped)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if "=" not in line or line.startswith("#"):
+            continue
+        key, value = line.split("=", 1)
+        if value.startswith('"') and value.endswith('"'):
+            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        values[key] = value
+    return values
+
+
+def _result(name: str, fn: Callable[[], tuple[bool, str, str]]) -> dict:
+    start = time.monotonic()
+    try:
+        ok, detail, advice = fn()
+    except Exception as e:  # a check that breaks is a failed check, not a crash
+        ok, detail, advice = False, f"{e.__class__.__name__}: {e}", "see the detail"
+    return {"check": name, "ok": ok, "seconds": round(time.monotonic() - start, 2),
+            "detail": detail, "advice": "" if ok else advice}
+
+
+def check_gpu() -> tuple[bool, str, str]:
+    r = gpu.probe()
+    if not r["gpu_found"]:
+        return False, r["error"], ("install or repair the NVIDIA driver (nvidia-smi must "
+                                   "work), then reboot")
+    d = r["devices"][0]
+    return True, (f"{d['name']}, cc {d['compute_capability']}, {d['temperature_c']} C, "
+                  f"{d['power_w']} W, memory from {r['memory_source']}"), ""
+
+
+def check_memory() -> tuple[bool, str, str]:
+    vm = psutil.virtual_memory()
+    available = vm.available / gpu.GIB
+    return (available >= HEADROOM_GIB,
+            f"{available:.1f} GiB available of {vm.total / gpu.GIB:.1f} GiB",
+            "lower a model's gpu_memory_utilization or serve fewer models on this Spark")
+
+
+def check_unit(unit: str) -> tuple[bool, str, str]:
+    state = subprocess.run(["systemctl", "is-active", unit], capture_output=True,
+                           text=True).stdout.strip()
+    if state == "active":
+        return True, "active", ""
+    tail = subprocess.run(["journalctl", "-u", unit, "-n", "3", "--no-pager", "-o", "cat"],
+                          capture_output=True, text=True).stdout.strip().replace("\n", " | ")
+    return False, f"{state}" + (f": {tail}" if tail else ""), (
+        f"systemctl start {unit}, or read journalctl -u {unit} -n 50; a re-deploy "
+        "restores its configuration")
+
+
+def check_model(model: dict, key: str) -> tuple[bool, str, str]:
+    r = ready.probe(f"http://{_local(model['address'])}:{model['port']}", model["name"],
+                    model["max_model_len"], key, timeout=5)
+    advice = {"loading": "still loading: a first start compiles kernels for up to 30 min; "
+                         f"follow journalctl -u {model['unit']} -f",
+              "unhealthy": f"restart {model['unit']}; if it persists re-deploy"}
+    return r.ready, f"{r.state}: {r.detail}", advice.get(r.state, "")
+
+
+def check_http(url: str, what: str, unit: str) -> tuple[bool, str, str]:
+    reply = httpx.get(url, timeout=5)
+    return (reply.status_code == 200, f"{what} answered {reply.status_code}",
+            f"systemctl restart {unit}; journalctl -u {unit} -n 50")
+
+
+def check_postgres(port: int) -> tuple[bool, str, str]:
+    rc = subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode
+    return rc == 0, "accepting connections" if rc == 0 else f"pg_isready exit {rc}", \
+        "systemctl restart postgresql; journalctl -u postgresql -n 50"
+
+
+def check_completion(base: str, key: str, profile: str, api: str) -> tuple[bool, str, str]:
+    if api == "openai":
+        reply = httpx.post(f"{base}/v1/chat/completions", timeout=30,
+                           headers={"Authorization": f"Bearer {key}"},
+                           json={"model": profile, "max_tokens": 1,
+                                 "messages": [{"role": "user", "content": "ping"}]})
+    else:
+        reply = httpx.post(f"{base}/v1/messages", timeout=30,
+                           headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+                           json={"model": profile, "max_tokens": 1,
+                                 "messages": [{"role": "user", "content": "ping"}]})
+    ok = reply.status_code == 200
+    detail = f"answered {reply.status_code}" + ("" if ok else f": {reply.text[:160]}")
+    return ok, detail, ("check the profile's local models above and its cloud key; "
+                        "journalctl -u sparkstack-litellm -n 50")
+
+
+def profiles(base: str, key: str) -> list[str]:
+    """LiteLLM's model names clients use (not wildcards, not fallback groups)."""
+    reply = httpx.get(f"{base}/v1/models", timeout=5, headers={"Authorization": f"Bearer {key}"})
+    reply.raise_for_status()
+    return sorted(m["id"] for m in reply.json()["data"]
+                  if "*" not in m["id"] and not m["id"].endswith("-cloud-fallback"))
+
+
+def _local(address: str) -> str:
+    """Where a check on the host reaches a service bound to `address`."""
+    return "127.0.0.1" if address in ("0.0.0.0", "127.0.0.1") else address
+
+
+def run(config_root: str = "/etc/sparkstack") -> list[dict]:
+    root = Path(config_root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    roles = manifest["roles"]
+    jobs: list[tuple[str, Callable]] = [("gpu", check_gpu), ("memory", check_memory)]
+    units = []
+    if "postgres" in roles:
+        units.append("postgresql.service")
+        jobs.append(("postgres", lambda: check_postgres(manifest["postgres_port"])))
+    if "vllm" in roles:
+        key = read_env_file(root / "vllm" / "secrets.env")["VLLM_API_KEY"]
+        for m in manifest["models"]:
+            units.append(m["unit"])
+            jobs.append((f"vllm {m['name']}", lambda m=m: check_model(m, key)))
+    if "litellm" in roles:
+        units.append("sparkstack-litellm.service")
+        base = f"http://{_local(manifest['litellm_address'])}:{manifest['litellm_port']}"
+        jobs.append(("litellm", lambda: check_http(f"{base}/health/liveliness", "liveliness",
+                                                   "sparkstack-litellm")))
+        master = read_env_file(root / "litellm" / "secrets.env")["LITELLM_MASTER_KEY"]
+        try:
+            names = profiles(base, master)
+        except httpx.HTTPError:
+            names = []  # the liveliness check above reports LiteLLM being down
+        for p in names:
+            for api in ("openai", "anthropic"):
+                jobs.append((f"profile {p} ({api})",
+                             lambda p=p, api=api: check_completion(base, master, p, api)))
+    if "openwebui" in roles:
+        units.append("sparkstack-openwebui.service")
+        ow = f"http://{_local(manifest['openwebui_address'])}:{manifest['openwebui_port']}"
+        jobs.append(("openwebui", lambda: check_http(f"{ow}/health", "/health",
+                                                     "sparkstack-openwebui")))
+    jobs[2:2] = [(f"unit {u}", lambda u=u: check_unit(u)) for u in units]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(lambda job: _result(*job), jobs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m checks.health")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--config-root", default="/etc/sparkstack")
+    args = p.parse_args(argv)
+    results = run(args.config_root)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for r in results:
+            print(f"{'ok ' if r['ok'] else 'BAD'} {r['check']:32} {r['seconds']:5.2f} s  "
+                  f"{r['detail']}" + (f"  -> {r['advice']}" if r["advice"] else ""))
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
