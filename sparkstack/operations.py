@@ -12,6 +12,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import FactBase, operation
 from pyinfra.facts.files import FileContents
+from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
 
 def _stamp(*parts: str) -> str:
@@ -62,3 +63,21 @@ def postgres_apply(sql_file: str, roles: list[str], databases: list[str],
         host.noop("PostgreSQL roles and databases are in place")
         return
     yield f"cd / && sudo -u postgres psql -X -q -d postgres < {sql_file}"
+
+
+@operation()
+def unit_running(unit: str, restarted: bool = False, daemon_reload: bool = False):
+    """Keep a systemd unit enabled and running; (re)start it only when needed. A start
+    that fails prints the unit's last journal lines into the deploy's output."""
+    running = (host.get_fact(SystemdStatus) or {}).get(unit)
+    enabled = (host.get_fact(SystemdEnabled) or {}).get(unit)
+    if daemon_reload:
+        yield "systemctl daemon-reload"
+    if not enabled:
+        yield f"systemctl enable {unit}"
+    action = "start" if not running else ("restart" if restarted else None)
+    if action:
+        yield (f"systemctl {action} {unit} || {{ echo 'last log lines of {unit}:'; "
+               f"journalctl -u {unit} -n 25 --no-pager -o cat; exit 1; }}")
+    elif enabled and not daemon_reload:
+        host.noop(f"{unit} is enabled and running")

@@ -4,10 +4,10 @@ import json
 from dataclasses import dataclass
 from io import StringIO
 
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, server
 
 from ..fleet import Fleet
-from ..operations import venv_install
+from ..operations import unit_running, venv_install
 from ..render import ca_file_name, env_file, pip_conf, pip_constraints, template, unit_name
 from ..settings import REPO_ROOT, HostSettings, resolve_controller_path
 
@@ -120,10 +120,8 @@ def write_unit(svc: Service, unit: str, template_name: str, **context):
 def run_unit(unit: str, label: str, unit_file, restart_on: list) -> None:
     """Keep the unit running; restart only when its file or one of the `restart_on`
     operations changes something."""
-    systemd.service(name=label, service=unit, running=True, enabled=True,
-                    daemon_reload=unit_file.will_change,
-                    restarted=unit_file.will_change
-                    or any(op.will_change for op in restart_on))
+    unit_running(name=label, unit=unit, daemon_reload=unit_file.will_change,
+                 restarted=unit_file.will_change or any(op.will_change for op in restart_on))
 
 
 def activate(svc: Service, unit: str, template_name: str, label: str, restart_on: list,

@@ -1,0 +1,139 @@
+"""End to end on vLLM-only simulated Sparks: the GPU probe through the GB10 NVML
+stand-in (and on a host without it), the memory-fit gate, the health command, and a
+model that never becomes ready."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import fit_models as fm
+from tests.e2e.helpers import REPO, run_deploy, unit_starts
+from tests.simspark import fleet
+from tests.simspark.fleet import SSH_KEY, ssh
+from tests.simspark.inventory import write_inventory
+
+pytestmark = pytest.mark.e2e
+SPARKSTACK = str(Path(sys.executable).with_name("sparkstack"))
+UNIT = "sparkstack-vllm-qwen3-4b.service"
+
+
+def model(name, port, **extra):
+    return {"name": name, "model": "Qwen/Qwen3-4B-Instruct-2507", "port": port,
+            "gpu_memory_utilization": 0.15, **extra}
+
+
+class Pair:
+    def __init__(self, tmp):
+        self.inventory = tmp / "inventory.py"
+        self.group = {"secrets_dir": str(tmp / "secrets")}
+        self.gpu_host = fleet.boot("spark5", 5)
+        self.bare_host = fleet.boot("spark6", 6, gpu=False)
+
+    def write(self, gpu_models=None, **group):
+        write_inventory(self.inventory, [self.gpu_host, self.bare_host],
+                        {**self.group, **group},
+                        {"spark5": {"roles": ["vllm"], "models": gpu_models
+                                    or [model("qwen3-4b", 8000)]},
+                         "spark6": {"roles": ["vllm"], "models": [model("qwen3-4b", 8000)]}})
+
+    def health(self, *args) -> subprocess.CompletedProcess:
+        return subprocess.run([SPARKSTACK, "health", "-i", str(self.inventory), *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    fleet.down_all()
+    p = Pair(tmp_path_factory.mktemp("pair"))
+    p.write()
+    first = run_deploy(p.inventory)
+    assert first.returncode == 0, first.output[-3000:]
+    yield p
+    fleet.down_all()
+
+
+def probe(host) -> tuple[int, str]:
+    r = ssh(host, "cd /opt/sparkstack/checks && venv/bin/python -m checks.gpu --json",
+            check=False)
+    return r.returncode, r.stdout
+
+
+def test_gpu_probe_sees_a_gb10_with_memory_from_the_os(pair):
+    rc, out = probe(pair.gpu_host)
+    report = json.loads(out)
+    assert rc == 0
+    device = report["devices"][0]
+    assert (device["name"], device["compute_capability"]) == ("NVIDIA GB10", "12.1")
+    assert report["driver_version"] == "580.95.05" and report["cuda_version"] == "13.0"
+    assert device["memory"] is None and report["memory_source"] == "os"
+    assert report["memory"]["total_gib"] > 1
+
+
+def test_a_host_without_the_driver_says_so(pair):
+    rc, out = probe(pair.bare_host)
+    report = json.loads(out)
+    assert rc == 1
+    assert report["error"].startswith("no NVIDIA driver/GPU found")
+    health = pair.health("--limit", "spark6")
+    assert health.returncode == 1
+    assert "gpu" in health.stdout and "FAILED" in health.stdout
+    assert "what to do: install or repair the NVIDIA driver" in health.stdout
+
+
+def test_health_of_a_healthy_host_then_of_a_stopped_unit(pair):
+    healthy = pair.health("--limit", "spark5", "--json")
+    rows = json.loads(healthy.stdout)
+    assert healthy.returncode == 0, healthy.stdout
+    assert {r["check"] for r in rows} >= {"gpu", "memory", f"unit {UNIT}", "vllm qwen3-4b"}
+    ssh(pair.gpu_host, f"systemctl stop {UNIT}")
+    try:
+        sick = pair.health("--limit", "spark5", "--json")
+        rows = {r["check"]: r for r in json.loads(sick.stdout)}
+        assert sick.returncode == 1
+        assert not rows[f"unit {UNIT}"]["ok"]
+        assert rows[f"unit {UNIT}"]["detail"].startswith("inactive")
+        assert f"systemctl start {UNIT}" in rows[f"unit {UNIT}"]["advice"]
+        assert rows["vllm qwen3-4b"]["detail"].startswith("loading")
+    finally:
+        ssh(pair.gpu_host, f"systemctl start {UNIT}")
+
+
+def test_a_model_larger_than_memory_is_refused_before_any_change(pair, tmp_path):
+    host = pair.gpu_host
+    fm.write_model(tmp_path / "qwen3-30b-a3b", fm.QWEN3_30B_A3B,
+                   fm.qwen3_moe(fm.QWEN3_30B_A3B))
+    subprocess.run(
+        f"tar -C {tmp_path} -cf - qwen3-30b-a3b | ssh -i {SSH_KEY} -o BatchMode=yes "
+        "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "
+        f"root@{host.address} 'mkdir -p /srv/models && tar -C /srv/models -xf -'",
+        shell=True, check=True)
+    before = unit_starts(host, [UNIT])
+    units_before = ssh(host, "ls /etc/systemd/system | grep sparkstack").stdout
+    pair.write(gpu_models=[model("qwen3-4b", 8000, max_num_seqs=2),
+                           model("big", 8005, model="/srv/models/qwen3-30b-a3b",
+                                 gpu_memory_utilization=0.9)])
+    result = run_deploy(pair.inventory)
+    assert result.returncode != 0
+    assert ("host spark5: model big (/srv/models/qwen3-30b-a3b) does not fit, no host "
+            "was changed") in result.output
+    assert "weights 56.87" in result.output
+    assert unit_starts(host, [UNIT]) == before  # the other change was not applied either
+    assert ssh(host, "ls /etc/systemd/system | grep sparkstack").stdout == units_before
+
+
+def test_a_model_that_never_becomes_ready_fails_the_deploy_with_its_log(pair):
+    pair.write(vllm_start_timeout=6,
+               gpu_models=[model("qwen3-4b", 8000),
+                           model("stuck", 8003, environment={"VLLM_STANDIN_NEVER_READY": "1"})])
+    result = run_deploy(pair.inventory)
+    assert result.returncode != 0
+    assert "[spark5] last log lines of sparkstack-vllm-stuck.service:" in result.output
+    assert "not ready after 6 s" in result.output
+    state = ssh(pair.gpu_host, "systemctl is-active sparkstack-vllm-stuck.service",
+                check=False).stdout.strip()
+    assert state in ("failed", "activating")  # failed, or retrying per Restart=on-failure
