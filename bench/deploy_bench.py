@@ -3,8 +3,9 @@
     .venv/bin/python bench/deploy_bench.py [--hosts 3]
 
 Prints: the first deploy of a freshly booted Spark and its slowest operations, the
-no-op re-deploy of one host (median of 3), and the no-op re-deploy of N hosts in
-parallel (median of 3) with its ratio to one host. Package caches on this machine are
+no-op re-deploy of one host (median of 3), the no-op re-deploy of N hosts in parallel
+(median of 3) with its ratio to one host, and `sparkstack health` on one healthy host
+and on all N (median of 5 each). Package caches on this machine are
 reused between runs (as the test fleet bind-mounts them).
 """
 
@@ -72,7 +73,25 @@ def main() -> None:
     noop_many = median_noop(many)
     print(f"no-op re-deploy, {args.hosts} hosts in parallel (median of 3): "
           f"{noop_many:.1f} s = {noop_many / noop_one:.2f} x one host (target <= 1.5 x)")
+    health_one = median_health(many, "--limit", "spark1")
+    health_all = median_health(many)
+    print(f"sparkstack health, 1 healthy host (median of 5): {health_one:.2f} s (target <= 2 s)")
+    print(f"sparkstack health, {args.hosts} healthy hosts (median of 5): {health_all:.2f} s "
+          "(target <= 3 s)")
     fleet.down_all()
+
+
+def median_health(inventory: Path, *args: str, runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.monotonic()
+        rc = subprocess.call([str(Path(sys.executable).with_name("sparkstack")), "health",
+                              "-i", str(inventory), *args], cwd=REPO,
+                             stdout=subprocess.DEVNULL)
+        times.append(time.monotonic() - start)
+        if rc != 0:
+            raise SystemExit(f"health reported a problem on {inventory} {args}")
+    return statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -17,7 +22,7 @@ import openai
 import pytest
 
 from tests.doubles.cloud_standin import CloudStandin
-from tests.e2e.helpers import Tunnel, run_deploy, unit_starts
+from tests.e2e.helpers import REPO, Tunnel, run_deploy, unit_starts
 from tests.simspark import fleet
 from tests.simspark.fleet import ssh
 from tests.simspark.inventory import write_inventory
@@ -237,6 +242,63 @@ def test_changing_litellm_settings_restarts_only_litellm(stack):
     assert result.returncode == 0, result.output[-3000:]
     after = unit_starts(host, UNITS)
     assert {u for u in UNITS if after[u] != before[u]} == {"sparkstack-litellm.service"}
+
+
+def test_health_checks_every_profile_in_both_formats(stack):
+    result = subprocess.run([str(Path(sys.executable).with_name("sparkstack")), "health",
+                             "-i", str(stack.inventory), "--json"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    rows = {r["check"]: r for r in json.loads(result.stdout)}
+    assert result.returncode == 0, result.stdout
+    for profile in ("fast", "expert", "code", "cloud"):
+        for api in ("openai", "anthropic"):
+            assert rows[f"profile {profile} ({api})"]["ok"]
+    for check in ("gpu", "postgres", "litellm", "openwebui", "vllm qwen3-4b",
+                  "unit sparkstack-openwebui.service"):
+        assert rows[check]["ok"], rows[check]
+
+
+def test_a_reloading_model_costs_clients_no_failed_request(stack):
+    """While qwen3-4b restarts and loads for 8 s, `fast` is served by its cloud
+    fallback; afterwards by the local model again. No request fails."""
+    client = stack.openai()
+    answers, failures, done = [], [], threading.Event()
+
+    def traffic():
+        for _ in range(400):  # bounded: at most 400 requests
+            if done.is_set():
+                break
+            try:
+                reply = client.chat.completions.create(
+                    model="fast", messages=[{"role": "user", "content": "hi"}],
+                    max_tokens=4, timeout=60)
+                answers.append(reply.choices[0].message.content)
+            except Exception as e:  # any failure a client would see
+                failures.append(repr(e))
+            time.sleep(0.25)
+
+    litellm_started = unit_starts(stack.hosts[0], ["sparkstack-litellm.service"])
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        # the same LiteLLM settings as the step before: only the model changes
+        stack.write(litellm_num_retries=2, host_data={"spark1": {"models": [
+            {"name": "qwen3-4b", "model": "Qwen/Qwen3-4B-Instruct-2507", "port": 8000,
+             "gpu_memory_utilization": 0.15, "max_model_len": 32768,
+             "environment": {"VLLM_STANDIN_LOAD_SECONDS": "8"}},
+            {"name": "qwen3-coder-30b", "model": "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8",
+             "port": 8001, "gpu_memory_utilization": 0.45, "max_model_len": 65536,
+             "tool_call_parser": "qwen3_coder"}]}})
+        result = run_deploy(stack.inventory)
+        time.sleep(35)  # past LiteLLM's cooldown (30 s): back on the local model
+    finally:
+        done.set()
+        sender.join()
+    assert result.returncode == 0, result.output[-3000:]
+    assert unit_starts(stack.hosts[0], ["sparkstack-litellm.service"]) == litellm_started
+    assert failures == []
+    assert any(a.startswith("cloud-standin:") for a in answers), answers[:5]
+    assert answers[-1].startswith("standin:qwen3-4b@spark1"), answers[-5:]
 
 
 def test_bad_inventory_is_refused_before_any_host_changes(stack):
