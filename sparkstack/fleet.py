@@ -32,9 +32,11 @@ class Fleet:
         for h in self.hosts.values():
             if not h.has("vllm"):
                 continue
+            # loopback only for this host's own vLLM, and only while it binds there
+            local = h.name == litellm_host.name and self.vllm_bind_address(h) == "127.0.0.1"
             for m in h.models:
                 if m["name"] == served_name:
-                    address = "127.0.0.1" if h.name == litellm_host.name else h.address
+                    address = "127.0.0.1" if local else h.address
                     found.append(Backend(h.name, address, m["port"], served_name))
         return found
 

@@ -115,3 +115,14 @@ def test_pip_conf_carries_index_proxy_and_ca_settings(tmp_path):
     assert "proxy = http://proxy:3128" in conf
     assert "cert = /etc/ssl/certs/ca-certificates.crt" in conf
     assert "find-links = /srv/wheels" in conf
+
+
+def test_with_two_full_sparks_each_litellm_reaches_every_vllm_at_its_fleet_address():
+    # b's LiteLLM routes to a's models, so a's vLLM binds a's address, not loopback,
+    # and a's own LiteLLM must use that address too
+    fleet = fleet_of({"a": {"address": "10.0.0.1"}, "b": {"address": "10.0.0.2"}})
+    assert fleet.vllm_bind_address(fleet["a"]) == "10.0.0.1"
+    config = litellm_config(fleet["a"], fleet)
+    bases = [e["litellm_params"]["api_base"] for e in config["model_list"]
+             if e["model_name"] == "fast"]
+    assert bases == ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]

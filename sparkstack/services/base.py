@@ -45,8 +45,9 @@ def deploy(s: HostSettings, fleet: Fleet) -> None:
 
     root = s["install_root"]
     files.directory(name=f"Create {root}", path=root, mode="755")
+    # root-only: a proxy URL may carry credentials (pip runs as root)
     files.put(name="Write pip settings for sparkstack's venvs", src=StringIO(pip_conf(s)),
-              dest=f"{root}/pip.conf", mode="644")
+              dest=f"{root}/pip.conf", mode="600")
     files.put(name="Write pip constraints for sparkstack's venvs",
               src=StringIO(pip_constraints(s)), dest=f"{root}/pip-constraints.txt",
               mode="644")

@@ -277,7 +277,7 @@ def stop(name: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        info.unlink()
+        info.unlink(missing_ok=True)
     root = hdir / "root"
     if os.path.ismount(root):
         _run("umount", "-l", str(root), check=False)
