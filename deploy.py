@@ -2,8 +2,8 @@
 
     pyinfra inventory.py deploy.py
 
-PostgreSQL, vLLM (one unit per model), LiteLLM and Open WebUI, as the host's `roles`
-say. The whole inventory is validated first: a bad setting on any host stops the run
+PostgreSQL, LiteLLM, Open WebUI and vLLM (one unit per model), as the host's `roles`
+say; LiteLLM routes a profile to a local model once that model is ready. The whole inventory is validated first: a bad setting on any host stops the run
 before any host is changed.
 """
 
@@ -18,9 +18,12 @@ base.deploy(settings, fleet)
 checks.deploy(settings)
 if settings.has("postgres"):
     postgres.deploy(settings, secrets)
-if settings.has("vllm"):
-    vllm.deploy(settings, fleet, secrets)
+# The front door first: while the models load, their profiles are served by the cloud.
 if settings.has("litellm"):
     litellm.deploy(settings, fleet, secrets)
 if settings.has("openwebui"):
     openwebui.deploy(settings, fleet, secrets)
+if settings.has("vllm"):
+    vllm.deploy(settings, fleet, secrets)
+if settings.has("litellm"):
+    litellm.route_ready_models(settings, fleet)

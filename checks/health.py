@@ -22,22 +22,10 @@ from typing import Callable
 import httpx
 import psutil
 
-from . import gpu, ready
+from . import gpu, ready, routes
+from .envfile import read_env_file
 
 HEADROOM_GIB = 2.0
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """A systemd EnvironmentFile written by sparkstack (KEY="value", escaped)."""
-    values = {}
-    for line in path.read_text().splitlines():
-        if "=" not in line or line.startswith("#"):
-            continue
-        key, value = line.split("=", 1)
-        if value.startswith('"') and value.endswith('"'):
-            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        values[key] = value
-    return values
 
 
 def _result(name: str, fn: Callable[[], tuple[bool, str, str]]) -> dict:
@@ -118,6 +106,22 @@ def check_completion(base: str, key: str, profile: str, api: str) -> tuple[bool,
                         "journalctl -u sparkstack-litellm -n 50")
 
 
+def check_routes(root: Path) -> tuple[bool, str, str]:
+    """Does LiteLLM route to every model its plan names? A model that is not ready
+    leaves its profiles on the cloud until the gate sees it ready."""
+    plan = json.loads((root / "litellm" / "routes.json").read_text())
+    routed = routes.routed_backends(root / "litellm" / "config.yaml")
+    missing = sorted(set(plan["backends"]) - routed)
+    if not missing:
+        return True, f"all {len(routed)} model routes on", ""
+    profiles_off = sorted(set(plan["standby"]) - routes.local_profiles(
+        root / "litellm" / "config.yaml"))
+    return (False, f"not routed (not ready): {', '.join(missing)}; on the cloud only: "
+                   f"{', '.join(profiles_off) or 'none'}",
+            "see the vllm checks of those hosts; the route comes back by itself within "
+            "litellm_routes_interval once the model is ready")
+
+
 def profiles(base: str, key: str) -> list[str]:
     """LiteLLM's model names clients use (not wildcards, not fallback groups)."""
     reply = httpx.get(f"{base}/v1/models", timeout=5, headers={"Authorization": f"Bearer {key}"})
@@ -150,6 +154,7 @@ def run(config_root: str = "/etc/sparkstack") -> list[dict]:
         base = f"http://{_local(manifest['litellm_address'])}:{manifest['litellm_port']}"
         jobs.append(("litellm", lambda: check_http(f"{base}/health/liveliness", "liveliness",
                                                    "sparkstack-litellm")))
+        jobs.append(("litellm routes", lambda: check_routes(root)))
         master = read_env_file(root / "litellm" / "secrets.env")["LITELLM_MASTER_KEY"]
         try:
             names = profiles(base, master)

@@ -13,10 +13,19 @@ class Backend:
     address: str
     port: int
     served_name: str
+    max_model_len: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
 
     @property
     def api_base(self) -> str:
-        return f"http://{self.address}:{self.port}/v1"
+        return f"{self.url}/v1"
 
 
 class Fleet:
@@ -37,7 +46,8 @@ class Fleet:
             for m in h.models:
                 if m["name"] == served_name:
                     address = "127.0.0.1" if local else h.address
-                    found.append(Backend(h.name, address, m["port"], served_name))
+                    found.append(Backend(h.name, address, m["port"], served_name,
+                                         m["max_model_len"]))
         return found
 
     def vllm_bind_address(self, host: HostSettings) -> str:

@@ -9,7 +9,6 @@ import os
 import shlex
 from pathlib import Path
 
-import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .fleet import Fleet
@@ -97,25 +96,32 @@ def cloud_api_key(s: HostSettings) -> str:
     return s["cloud_api_key"] or os.environ.get("OPENROUTER_API_KEY", "")
 
 
-def litellm_config(s: HostSettings, fleet: Fleet) -> dict:
-    """LiteLLM's config.yaml as data. Secrets are `os.environ/` references to the
-    unit's 0600 environment file."""
+def litellm_routes(s: HostSettings, fleet: Fleet) -> dict:
+    """The readiness gate's plan (checks/routes.py): LiteLLM's config with every local
+    route, how to probe each route's backend, and each profile's cloud-only entry for
+    while none of its local models is ready. Secrets are `os.environ/` references to
+    the unit's 0600 environment file."""
     cloud_ok = bool(cloud_api_key(s))
     model_list: list[dict] = []
     fallbacks: list[dict] = []
     served_profiles: list[str] = []
+    backends: dict[str, dict] = {}
+    standby: dict[str, dict] = {}
 
     def local_entries(name: str, profile: dict) -> list[dict]:
         entries = []
         for served in profile.get("local", []):
             for b in fleet.backends_for(served, s):
+                backends[b.id] = {"url": b.url, "served_name": served, "model": served,
+                                  "max_model_len": b.max_model_len,
+                                  "local": b.host == s.name}
                 entries.append({
                     "model_name": name,
                     "litellm_params": {"model": f"hosted_vllm/{served}",
                                        "api_base": b.api_base,
                                        "api_key": "os.environ/VLLM_API_KEY"},
-                    "model_info": {"id": f"{name}@{b.host}:{b.port}",
-                                   "sparkstack_host": b.host},
+                    "model_info": {"id": f"{name}@{b.id}", "sparkstack_host": b.host,
+                                   "sparkstack_backend": b.id},
                 })
         return entries
 
@@ -135,6 +141,7 @@ def litellm_config(s: HostSettings, fleet: Fleet) -> dict:
                 if fallback_of is None:
                     model_list.append(cloud_entry(fallback_group, cloud))
                 fallbacks.append({name: [fallback_group]})
+                standby[name] = cloud_entry(name, cloud)
             served_profiles.append(name)
         elif cloud and cloud_ok:
             model_list.append(cloud_entry(name, cloud))
@@ -152,7 +159,7 @@ def litellm_config(s: HostSettings, fleet: Fleet) -> dict:
         general["database_url"] = "os.environ/DATABASE_URL"
     else:
         general["disable_spend_logs"] = True
-    return {
+    config = {
         "model_list": model_list,
         "router_settings": {
             "routing_strategy": "simple-shuffle",
@@ -165,11 +172,13 @@ def litellm_config(s: HostSettings, fleet: Fleet) -> dict:
         "litellm_settings": {"drop_params": True, "request_timeout": s["litellm_timeout"]},
         "general_settings": general,
     }
+    return {"config": config, "backends": backends, "standby": standby,
+            "litellm_unit": "sparkstack-litellm.service"}
 
 
-def litellm_config_yaml(s: HostSettings, fleet: Fleet) -> str:
-    header = "# Rendered by sparkstack from the inventory; edits are overwritten.\n"
-    return header + yaml.safe_dump(litellm_config(s, fleet), sort_keys=False)
+def litellm_config(s: HostSettings, fleet: Fleet) -> dict:
+    """LiteLLM's config once every local model is ready."""
+    return litellm_routes(s, fleet)["config"]
 
 
 def env_file(values: dict[str, str]) -> str:

@@ -176,6 +176,9 @@ def _check_host(name: str, data: dict[str, Any], defaults: dict[str, Any],
                 "vllm_start_timeout"):
         if values[key] < 0:
             problems.append(f"host {name}: {key} = {values[key]!r}: must not be negative")
+    if values["litellm_routes_interval"] < 5:
+        problems.append(f"host {name}: litellm_routes_interval = "
+                        f"{values['litellm_routes_interval']!r}: must be at least 5 (seconds)")
     model_defaults = {**defaults["model_defaults"], **values["model_defaults"]}
     for key in values["model_defaults"]:
         if key not in defaults["model_defaults"]:

@@ -42,7 +42,7 @@ def test_vllm_unit_has_gb10_environment_and_long_start_timeout():
                     secrets_env="/etc/sparkstack/vllm/secrets.env",
                     environment={**host["vllm_environment"], **model["environment"]},
                     args=vllm_args(model, "127.0.0.1"), health_host="127.0.0.1",
-                    wait_script="/opt/sparkstack/bin/wait-http-ready")
+                    wait_script="/opt/sparkstack/bin/wait-http-ready", routes_command="")
     assert "Environment=TORCH_CUDA_ARCH_LIST=12.1a" in unit
     assert "Environment=TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas" in unit
     assert "Environment=VLLM_LOGGING_LEVEL=DEBUG" in unit

@@ -12,6 +12,7 @@ from ..fleet import Fleet
 from ..render import unit_name, vllm_args
 from ..settings import HostSettings
 from .base import install, loopback_for, prepare, run_unit, write_secrets, write_unit
+from .checks import routes_command
 
 UNIT_DIR = "/etc/systemd/system"
 
@@ -43,7 +44,8 @@ def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
         unit_file = write_unit(svc, unit, "vllm/vllm-model.service.j2", model=model,
                                args=vllm_args(model, bind),
                                environment={**s["vllm_environment"], **model["environment"]},
-                               health_host=loopback_for(bind))
+                               health_host=loopback_for(bind),
+                               routes_command=routes_command(s) if s.has("litellm") else "")
         restart_on = [venv, key]
         starts = (not running.get(unit) or unit_file.will_change
                   or any(op.will_change for op in restart_on))

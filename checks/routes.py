@@ -1,0 +1,175 @@
+"""The readiness gate in front of LiteLLM: route a profile to a local model only while
+that model passes the readiness probe; until then the profile goes straight to its
+cloud fallback.
+
+    python -m checks.routes [--drain NAME | --undrain NAME] [--restart]
+
+The deploy writes the plan (`routes.json`: LiteLLM's config with every local route, how
+to probe each backend, and the cloud-only entry of each profile). This command probes
+the backends, writes LiteLLM's `config.yaml` with the ready ones only, and with
+`--restart` restarts LiteLLM when that changed. LiteLLM listens on a systemd socket, so
+a restart queues connections instead of refusing them: no client request fails.
+
+It runs in LiteLLM's ExecStartPre (boot: models still loading), in each local vLLM
+unit's ExecStartPost (`--undrain`: the model just became ready) and ExecStop
+(`--drain`: take the route out before the model stops), from a timer (remote models)
+and at the end of a deploy. A drained model stays out until its unit starts again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from checks.envfile import read_env_file
+from checks.ready import probe
+
+PLAN = Path("/etc/sparkstack/litellm/routes.json")
+DRAINED = Path("/run/sparkstack/drained")
+HEADER = "# Written by sparkstack's readiness gate (checks/routes.py) from routes.json.\n"
+
+
+def assemble(plan: dict, ready: set[str]) -> dict:
+    """LiteLLM's config with the local routes whose backend is in `ready`. A profile
+    left without a local route is served by its cloud entry directly."""
+    config = copy.deepcopy(plan["config"])
+    kept = [e for e in config["model_list"]
+            if e.get("model_info", {}).get("sparkstack_backend") in (None, *ready)]
+    names = {e["model_name"] for e in kept}
+    cloud_only = set()
+    for profile, entry in plan["standby"].items():
+        if profile not in names:
+            kept.append(copy.deepcopy(entry))
+            cloud_only.add(profile)
+    config["model_list"] = kept
+    router = config.setdefault("router_settings", {})
+    router["fallbacks"] = [f for f in router.get("fallbacks", [])
+                           if not set(f) & cloud_only]
+    return config
+
+
+def render(config: dict) -> str:
+    # JSON is YAML: the checks need no YAML library.
+    return HEADER + json.dumps(config, indent=1, sort_keys=True) + "\n"
+
+
+def read_config(path: Path) -> dict:
+    text = path.read_text() if path.is_file() else ""
+    return json.loads(text.removeprefix(HEADER)) if text.startswith(HEADER) else {}
+
+
+def routed_backends_of(config: dict) -> set[str]:
+    return {e["model_info"]["sparkstack_backend"] for e in config.get("model_list", [])
+            if "sparkstack_backend" in e.get("model_info", {})}
+
+
+def routed_backends(config_path: Path) -> set[str]:
+    """Backends LiteLLM's current config routes to."""
+    return routed_backends_of(read_config(config_path))
+
+
+def local_profiles(config_path: Path) -> set[str]:
+    """Profiles with at least one local route in LiteLLM's current config."""
+    return {e["model_name"] for e in read_config(config_path).get("model_list", [])
+            if "sparkstack_backend" in e.get("model_info", {})}
+
+
+def drained() -> set[str]:
+    return {p.name for p in DRAINED.iterdir()} if DRAINED.is_dir() else set()
+
+
+def probe_backends(plan: dict, skip: set[str], api_key: str | None) -> dict[str, str]:
+    """Each backend's readiness as one word plus detail, probed in parallel."""
+    backends = plan["backends"]
+
+    def one(bid: str) -> str:
+        b = backends[bid]
+        if b["model"] in skip and b["local"]:
+            return "drained"
+        r = probe(b["url"], b["served_name"], b["max_model_len"], api_key, timeout=5)
+        return "ready" if r.ready else f"{r.state} ({r.detail})"
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(backends)))) as pool:
+        return dict(zip(backends, pool.map(one, backends)))
+
+
+def restart_litellm(plan: dict) -> str:
+    """Restart LiteLLM if it runs (its socket holds connections meanwhile)."""
+    state = subprocess.run(["systemctl", "is-system-running"], capture_output=True,
+                           text=True).stdout.strip()
+    if state == "stopping":
+        return "system is shutting down: LiteLLM not restarted"
+    done = subprocess.run(["systemctl", "try-restart", plan["litellm_unit"]],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"restarting {plan['litellm_unit']} failed: {done.stderr.strip()}")
+    return f"{plan['litellm_unit']} restarted"
+
+
+def gate(plan_path: Path = PLAN, drain: str | None = None, undrain: str | None = None,
+         restart: bool = False, log=print) -> bool:
+    """Bring LiteLLM's config in line with the backends' readiness. Returns whether
+    the config changed."""
+    if not plan_path.is_file():
+        log(f"routes: no plan at {plan_path} (LiteLLM not deployed here): nothing to do")
+        return False
+    plan = json.loads(plan_path.read_text())
+    config_path = plan_path.with_name("config.yaml")
+    DRAINED.mkdir(parents=True, exist_ok=True)
+    # one gate at a time; never held while LiteLLM restarts (its ExecStartPre gates too)
+    with open(DRAINED.parent / "routes.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if drain:
+            (DRAINED / drain).touch()
+        if undrain:
+            (DRAINED / undrain).unlink(missing_ok=True)
+        env = read_env_file(plan_path.with_name("secrets.env"))
+        states = probe_backends(plan, drained(), env.get("VLLM_API_KEY"))
+        ready = {bid for bid, state in states.items() if state == "ready"}
+        text = render(assemble(plan, ready))
+        old = config_path.read_text() if config_path.is_file() else ""
+        changed = text != old
+        if changed:
+            tmp = config_path.with_name(".config.yaml.new")
+            tmp.write_text(text)
+            os.chmod(tmp, 0o640)
+            os.chown(tmp, 0, config_path.parent.stat().st_gid)
+            tmp.replace(config_path)
+    for bid, state in sorted(states.items()):
+        log(f"routes: {bid}: {'routed' if state == 'ready' else 'not routed, ' + state}")
+    if changed and restart:
+        log(f"routes: config changed; {restart_litellm(plan)}")
+    elif not changed:
+        log("routes: config unchanged")
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m checks.routes")
+    p.add_argument("--plan", type=Path, default=PLAN)
+    p.add_argument("--drain", metavar="MODEL", help="take this local model's routes out")
+    p.add_argument("--undrain", metavar="MODEL", help="let this local model be routed again")
+    p.add_argument("--restart", action="store_true",
+                   help="restart LiteLLM (if running) when its config changed")
+    args = p.parse_args(argv)
+    start = time.monotonic()
+    try:
+        gate(args.plan, args.drain, args.undrain, args.restart,
+             log=lambda line: print(line, flush=True))
+    except (OSError, RuntimeError, ValueError) as e:
+        print(f"routes: {e}", file=sys.stderr)
+        return 1
+    print(f"routes: done in {time.monotonic() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The readiness gate's assembly of LiteLLM's config (checks/routes.py): local routes
+only for ready backends, profiles without one go straight to the cloud."""
+
+import json
+
+import pytest
+
+from checks import routes
+from sparkstack.fleet import Fleet
+from sparkstack.render import litellm_routes, template
+from sparkstack.settings import validate_inventory
+
+TWO_SPARKS = {"a": {"address": "10.0.0.1", "cloud_api_key": "k"},
+              "b": {"address": "10.0.0.2", "roles": ["vllm"], "models": [
+                  {"name": "qwen3-4b", "model": "Qwen/Qwen3-4B-Instruct-2507",
+                   "port": 8000}]}}
+
+
+@pytest.fixture
+def plan():
+    fleet = Fleet(validate_inventory(TWO_SPARKS))
+    return litellm_routes(fleet["a"], fleet)
+
+
+def names_and_bases(config: dict) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for e in config["model_list"]:
+        out.setdefault(e["model_name"], []).append(
+            e["model_info"].get("sparkstack_backend", e["litellm_params"]["model"]))
+    return out
+
+
+def test_plan_names_every_backend_with_what_its_probe_expects(plan):
+    assert plan["backends"] == {
+        "a:8000": {"url": "http://127.0.0.1:8000", "served_name": "qwen3-4b",
+                   "model": "qwen3-4b", "max_model_len": 32768, "local": True},
+        "a:8001": {"url": "http://127.0.0.1:8001", "served_name": "qwen3-coder-30b",
+                   "model": "qwen3-coder-30b", "max_model_len": 65536, "local": True},
+        "b:8000": {"url": "http://10.0.0.2:8000", "served_name": "qwen3-4b",
+                   "model": "qwen3-4b", "max_model_len": 32768, "local": False}}
+    assert set(plan["standby"]) == {"fast", "expert", "code", "claude-*"}
+
+
+def test_all_ready_is_the_full_config(plan):
+    assert routes.assemble(plan, set(plan["backends"])) == plan["config"]
+
+
+def test_nothing_ready_sends_every_local_profile_to_its_cloud_model(plan):
+    config = routes.assemble(plan, set())
+    got = names_and_bases(config)
+    assert got["fast"] == ["openrouter/qwen/qwen3-4b:free"]
+    assert got["code"] == ["openrouter/qwen/qwen3-coder:free"]
+    assert got["claude-*"] == ["openrouter/qwen/qwen3-coder:free"]
+    assert got["cloud"] == ["openrouter/qwen/qwen3-235b-a22b:free"]
+    # no fallback from a profile that already is its fallback
+    assert config["router_settings"]["fallbacks"] == []
+    assert not routes.routed_backends_of(config)
+
+
+def test_one_ready_backend_keeps_the_profile_local_and_its_fallback(plan):
+    config = routes.assemble(plan, {"b:8000"})
+    got = names_and_bases(config)
+    assert got["fast"] == ["b:8000"]
+    assert got["expert"] == ["openrouter/qwen/qwen3-235b-a22b:free"]
+    assert {"fast": ["fast-cloud-fallback"]} in config["router_settings"]["fallbacks"]
+    assert {"expert": ["expert-cloud-fallback"]} not in config["router_settings"]["fallbacks"]
+
+
+def test_config_written_by_the_gate_is_yaml_and_tells_what_is_routed(plan, tmp_path):
+    import yaml
+    path = tmp_path / "config.yaml"
+    path.write_text(routes.render(routes.assemble(plan, {"a:8000"})))
+    assert yaml.safe_load(path.read_text()) == routes.assemble(plan, {"a:8000"})
+    assert routes.routed_backends(path) == {"a:8000"}
+    assert routes.local_profiles(path) == {"fast"}
+
+
+def test_gate_without_a_plan_changes_nothing(tmp_path):
+    lines = []
+    assert routes.gate(tmp_path / "routes.json", log=lines.append) is False
+    assert "nothing to do" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gate_writes_only_ready_routes_and_keeps_a_drained_model_out(plan, tmp_path,
+                                                                     monkeypatch):
+    (tmp_path / "routes.json").write_text(json.dumps(plan))
+    (tmp_path / "secrets.env").write_text('VLLM_API_KEY="k"\n')
+    monkeypatch.setattr(routes, "DRAINED", tmp_path / "run" / "drained")
+    answering = {"http://127.0.0.1:8000", "http://10.0.0.2:8000"}
+    monkeypatch.setattr(routes, "probe", lambda url, *a, **k: type(
+        "R", (), {"ready": url in answering, "state": "loading", "detail": "port closed"}))
+    lines = []
+    assert routes.gate(tmp_path / "routes.json", log=lines.append)
+    assert routes.routed_backends(tmp_path / "config.yaml") == {"a:8000", "b:8000"}
+    assert "routes: a:8001: not routed, loading (port closed)" in lines
+    # drained: out although it still answers, until its unit starts again
+    routes.gate(tmp_path / "routes.json", drain="qwen3-4b", log=lines.append)
+    assert routes.routed_backends(tmp_path / "config.yaml") == {"b:8000"}
+    routes.gate(tmp_path / "routes.json", log=lines.append)
+    assert routes.routed_backends(tmp_path / "config.yaml") == {"b:8000"}
+    assert routes.gate(tmp_path / "routes.json", undrain="qwen3-4b", log=lines.append)
+    assert routes.routed_backends(tmp_path / "config.yaml") == {"a:8000", "b:8000"}
+    assert routes.gate(tmp_path / "routes.json", log=lines.append) is False
+
+
+def test_vllm_units_gate_litellm_routes_only_where_litellm_runs():
+    host = validate_inventory({"s": {}})[0]
+    common = dict(s=host, model=host.models[0], state_dir="/v", venv="/opt/v",
+                  secrets_env="/e", environment={}, args=["serve", "m"],
+                  health_host="127.0.0.1", wait_script="/w")
+    gated = template("vllm/vllm-model.service.j2", routes_command="/r", **common)
+    assert "ExecStartPost=-+/r --undrain qwen3-4b --restart" in gated
+    assert "ExecStop=-+/r --drain qwen3-4b --restart" in gated
+    plain = template("vllm/vllm-model.service.j2", routes_command="", **common)
+    assert "/r" not in plain and "ExecStop=" not in plain
