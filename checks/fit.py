@@ -1,11 +1,13 @@
 """Will a model fit? Weights from safetensors headers, KV cache from config.json.
 
     python -m checks.fit MODEL_DIR_OR_REPO [--max-model-len N] [--max-num-seqs N]
-                         [--gpu-memory-utilization X] [--kv-cache-dtype auto|fp8] [--json]
+                         [--gpu-memory-utilization X] [--kv-cache-dtype auto|fp8]
+                         [--hub https://huggingface.co] [--json]
 
 Weights: `model.safetensors.index.json` (metadata.total_size) or the sum of the tensor
-byte ranges in every `*.safetensors` header, from a local folder or the Hugging Face
-cache. KV cache per token: 2 x layers x KV heads x head dim x dtype bytes, or for MLA
+byte ranges in every `*.safetensors` header, from a local folder, the Hugging Face
+cache, or (with --hub) the Hub itself: only the headers are read, with HTTP range
+requests, so a 60 GB model costs a few hundred kilobytes. KV cache per token: 2 x layers x KV heads x head dim x dtype bytes, or for MLA
 models (DeepSeek) one latent of kv_lora_rank + qk_rope_head_dim per layer. vLLM refuses
 to start unless one full `max_model_len` sequence fits beside the weights, activations
 and its runtime overhead; the budget is gpu_memory_utilization x total memory, and on
@@ -22,6 +24,8 @@ import json
 import os
 import struct
 import sys
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -67,6 +71,56 @@ def weights_bytes(model_dir: Path) -> tuple[int, str]:
         raise FileNotFoundError(f"no safetensors weights in {model_dir}")
     return sum(header_bytes(safetensors_header(f)) for f in files), \
         f"{len(files)} safetensors header(s)"
+
+
+def _hub_get(url: str, first: int | None = None, last: int | None = None,
+             timeout: float = 15) -> bytes:
+    """GET (a byte range of) a Hub file. A server that ignores the range is read only
+    as far as needed."""
+    req = urllib.request.Request(url, headers={"User-Agent": "sparkstack-fit"})
+    if first is not None:
+        req.add_header("Range", f"bytes={first}-{last}")
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=timeout) as reply:
+        if first is None:
+            return reply.read()
+        if reply.status == 206:
+            return reply.read(last - first + 1)
+        reply.read(first)  # range ignored: skip to it
+        return reply.read(last - first + 1)
+
+
+def hub_safetensors_header(url: str) -> dict:
+    (length,) = struct.unpack("<Q", _hub_get(url, 0, 7))
+    return json.loads(_hub_get(url, 8, 8 + length - 1))
+
+
+def hub_inputs(model: str, endpoint: str) -> tuple[dict, int, str]:
+    """config.json and weight bytes of a Hub repo, without downloading the weights."""
+    files = f"{endpoint.rstrip('/')}/{model}/resolve/main"
+    try:
+        config = json.loads(_hub_get(f"{files}/config.json"))
+    except (urllib.error.URLError, OSError) as e:
+        raise FileNotFoundError(f"{model}: not readable from the Hub at {endpoint} "
+                                f"({getattr(e, 'reason', e)})") from e
+    try:
+        index = json.loads(_hub_get(f"{files}/model.safetensors.index.json"))
+        total = index.get("metadata", {}).get("total_size")
+        if total:
+            return config, int(total), "model.safetensors.index.json on the Hub"
+        names = sorted(set(index["weight_map"].values()))
+    except urllib.error.HTTPError as e:
+        if e.code != 404:
+            raise
+        api = json.loads(_hub_get(f"{endpoint.rstrip('/')}/api/models/{model}"))
+        names = sorted(s["rfilename"] for s in api.get("siblings", [])
+                       if s["rfilename"].endswith(".safetensors") and "/" not in s["rfilename"])
+    if not names:
+        raise FileNotFoundError(f"{model}: no safetensors weights on the Hub at {endpoint}")
+    total = sum(header_bytes(hub_safetensors_header(f"{files}/{n}")) for n in names)
+    return config, total, f"{len(names)} safetensors header(s) read from the Hub by range"
 
 
 def _text_config(config: dict) -> dict:
@@ -175,13 +229,23 @@ def estimate(config: dict, weights: int, weights_source: str, memory: Memory, *,
                     g(available), verdict, reason)
 
 
-def check_local(model: str, hf_home: str | None = None, **kwargs) -> Estimate:
+def model_inputs(model: str, hf_home: str | None = None,
+                 hub: str | None = None) -> tuple[dict, int, str]:
+    """config.json, weight bytes and where they came from: a local folder, the Hugging
+    Face cache, or (when `hub` is given) the Hub by range requests."""
     model_dir = find_model_dir(model, hf_home)
-    if model_dir is None:
-        raise FileNotFoundError(f"{model}: not a local folder and not in the Hugging Face "
-                                "cache")
-    config = json.loads((model_dir / "config.json").read_text())
-    weights, source = weights_bytes(model_dir)
+    if model_dir is not None:
+        weights, source = weights_bytes(model_dir)
+        return json.loads((model_dir / "config.json").read_text()), weights, source
+    if hub and not os.path.isabs(model):
+        return hub_inputs(model, hub)
+    raise FileNotFoundError(f"{model}: not a local folder and not in the Hugging Face "
+                            "cache" + ("" if hub else " (Hub lookups are off)"))
+
+
+def check_local(model: str, hf_home: str | None = None, hub: str | None = None,
+                **kwargs) -> Estimate:
+    config, weights, source = model_inputs(model, hf_home, hub)
     memory = Memory.from_meminfo(Path("/proc/meminfo").read_text())
     return estimate(config, weights, source, memory, **kwargs)
 
@@ -193,10 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-num-seqs", type=int, default=8)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     p.add_argument("--kv-cache-dtype", default="auto")
+    p.add_argument("--hub", help="read the headers from this Hub when the model is not "
+                                 "on this machine (e.g. https://huggingface.co)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     try:
-        result = check_local(args.model, max_model_len=args.max_model_len,
+        result = check_local(args.model, hub=args.hub, max_model_len=args.max_model_len,
                              max_num_seqs=args.max_num_seqs,
                              gpu_memory_utilization=args.gpu_memory_utilization,
                              kv_cache_dtype=args.kv_cache_dtype)

@@ -21,13 +21,9 @@ FIT_SOURCE = (REPO_ROOT / "checks" / "fit.py").read_text().split(
     'if __name__ == "__main__":')[0]
 _PROBE = """{source}
 try:
-    d = find_model_dir({model!r}, {hf_home!r})
-    if d is None:
-        print(json.dumps({{"unknown": "weights are not on the host yet (not a local folder, not in the Hugging Face cache)"}}))
-    else:
-        w, src = weights_bytes(d)
-        print(json.dumps({{"config": json.loads((d / "config.json").read_text()), "weights": w, "source": src,
-                          "meminfo": open("/proc/meminfo").read()}}))
+    c, w, src = model_inputs({model!r}, {hf_home!r}, {hub!r})
+    print(json.dumps({{"config": c, "weights": w, "source": src,
+                      "meminfo": open("/proc/meminfo").read()}}))
 except Exception as e:
     print(json.dumps({{"unknown": f"{{e.__class__.__name__}}: {{e}}"}}))
 """
@@ -36,8 +32,8 @@ except Exception as e:
 class ModelFitInputs(FactBase):
     """config.json, weight bytes and /proc/meminfo for one model on the host."""
 
-    def command(self, model: str, hf_home: str) -> str:
-        script = _PROBE.format(source=FIT_SOURCE, model=model, hf_home=hf_home)
+    def command(self, model: str, hf_home: str, hub: str | None) -> str:
+        script = _PROBE.format(source=FIT_SOURCE, model=model, hf_home=hf_home, hub=hub)
         return f"python3 - <<'SPARKSTACK_FIT'\n{script}\nSPARKSTACK_FIT"
 
     def process(self, output):

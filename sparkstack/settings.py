@@ -176,6 +176,9 @@ def _check_host(name: str, data: dict[str, Any], defaults: dict[str, Any],
                 "vllm_start_timeout"):
         if values[key] < 0:
             problems.append(f"host {name}: {key} = {values[key]!r}: must not be negative")
+    if not re.match(r"https?://[^/\s]+", values["hf_endpoint"]):
+        problems.append(f"host {name}: hf_endpoint = {values['hf_endpoint']!r}: must be an "
+                        "http:// or https:// URL, e.g. https://huggingface.co")
     if values["litellm_routes_interval"] < 5:
         problems.append(f"host {name}: litellm_routes_interval = "
                         f"{values['litellm_routes_interval']!r}: must be at least 5 (seconds)")

@@ -94,3 +94,40 @@ def test_hugging_face_cache_layout(tmp_path):
     fm.write_model(snap, fm.LLAMA_31_8B, fm.dense(fm.LLAMA_31_8B))
     assert fit.find_model_dir("meta-llama/Llama-3.1-8B", str(tmp_path)) == snap
     assert fit.find_model_dir("meta-llama/Other", str(tmp_path)) is None
+
+
+def _hub_repo(root, repo, with_index, pad=8 * 1024 * 1024):
+    """A Hub repo of header-only shards, each padded as if it carried its tensors."""
+    folder = root / repo
+    total = fm.write_model(folder, fm.QWEN3_30B_A3B, fm.qwen3_moe(fm.QWEN3_30B_A3B),
+                           with_index=with_index)
+    for shard in folder.glob("*.safetensors"):
+        with open(shard, "ab") as f:
+            f.write(b"\0" * pad)
+    return total
+
+
+@pytest.mark.parametrize("with_index", [True, False])
+def test_weights_of_a_hub_model_come_from_range_requests(tmp_path, with_index):
+    from tests.doubles.hub_standin import HubStandin
+    total = _hub_repo(tmp_path, "Qwen/Qwen3-30B-A3B", with_index)
+    with HubStandin(tmp_path) as hub:
+        config, weights, source = fit.model_inputs("Qwen/Qwen3-30B-A3B",
+                                                   hf_home=str(tmp_path / "hf"),
+                                                   hub=hub.endpoint)
+    assert weights == total and config["num_experts"] == 128
+    if with_index:
+        assert source == "model.safetensors.index.json on the Hub"
+    else:
+        assert source == "4 safetensors header(s) read from the Hub by range"
+        assert any(p.startswith("/api/models/") for p in hub.requests)
+    assert hub.bytes_sent < 4 * 1024 * 1024  # headers only; the shards hold 32 MiB more
+
+
+def test_a_model_neither_here_nor_on_the_hub_is_named_with_the_reason(tmp_path):
+    from tests.doubles.hub_standin import HubStandin
+    with HubStandin(tmp_path) as hub, pytest.raises(FileNotFoundError) as err:
+        fit.model_inputs("nobody/nothing", hf_home=str(tmp_path), hub=hub.endpoint)
+    assert "nobody/nothing: not readable from the Hub at http://127.0.0.1:" in str(err.value)
+    with pytest.raises(FileNotFoundError, match=r"\(Hub lookups are off\)"):
+        fit.model_inputs("nobody/nothing", hf_home=str(tmp_path), hub=None)

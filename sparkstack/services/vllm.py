@@ -62,7 +62,8 @@ def fit_gate(s: HostSettings, model: dict, state_dir: str, old_unit, was_running
     """Refuse a model that does not fit (raises before any change); drop the page
     cache first when only that makes it fit. Returns the memory it will take."""
     inputs = host.get_fact(ModelFitInputs, model=model["model"],
-                           hf_home=f"{state_dir}/cache/huggingface")
+                           hf_home=f"{state_dir}/cache/huggingface",
+                           hub=s["hf_endpoint"] if s["fit_check_hub"] else None)
     if "unknown" in inputs:
         logger.warning(f"    [{s.name}] fit of {model['name']} not checked: {inputs['unknown']}")
         return 0

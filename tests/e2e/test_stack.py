@@ -207,7 +207,7 @@ def test_second_run_changes_nothing(stack):
     assert unit_starts(stack.hosts[0], UNITS) == before
 
 
-def test_changing_one_model_flag_restarts_only_that_unit(stack):
+def test_changing_one_model_flag_restarts_only_that_unit_and_reroutes_litellm(stack):
     host = stack.hosts[0]
     before = unit_starts(host, UNITS)
     stack.write(model_defaults={"max_num_seqs": 8},
@@ -223,7 +223,9 @@ def test_changing_one_model_flag_restarts_only_that_unit(stack):
     assert result.returncode == 0, result.output[-3000:]
     after = unit_starts(host, UNITS)
     changed = {u for u in UNITS if after[u] != before[u]}
-    assert changed == {"sparkstack-vllm-qwen3-4b.service"}
+    # LiteLLM restarts (on its socket: no connection refused) to take the model's route
+    # out before it stops, and to put it back once it is ready again.
+    assert changed == {"sparkstack-vllm-qwen3-4b.service", "sparkstack-litellm.service"}
     exec_start = ssh(host, "systemctl show -p ExecStart --value "
                            "sparkstack-vllm-qwen3-4b.service").stdout
     assert "--max-num-seqs 4" in exec_start
@@ -258,28 +260,56 @@ def test_health_checks_every_profile_in_both_formats(stack):
         assert rows[check]["ok"], rows[check]
 
 
-def test_a_reloading_model_costs_clients_no_failed_request(stack):
-    """While qwen3-4b restarts and loads for 8 s, `fast` is served by its cloud
-    fallback; afterwards by the local model again. No request fails."""
+def chat(client: openai.OpenAI, model: str) -> tuple[str, str]:
+    """One completion: who answered, and how many fallbacks LiteLLM tried first."""
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=4, timeout=60)
+    return (raw.parse().choices[0].message.content,
+            raw.headers.get("x-litellm-attempted-fallbacks", "0"))
+
+
+def routed_backends(host) -> set[str]:
+    config = json.loads(ssh(host, "sed 1d /etc/sparkstack/litellm/config.yaml").stdout)
+    return {e["model_info"]["sparkstack_backend"] for e in config["model_list"]
+            if "sparkstack_backend" in e["model_info"]}
+
+
+def test_readiness_gate_moves_a_reloading_model_to_the_cloud_and_back_without_a_failure(
+        stack):
+    """qwen3-4b restarts and loads for 8 s under traffic on `fast`. Its route is taken
+    out before it stops and put back only once it passes the readiness probe: `fast`
+    is answered by the cloud meanwhile, and no request ever tries the loading model
+    (no fallback attempted) or fails."""
     client = stack.openai()
     answers, failures, done = [], [], threading.Event()
+    loading_routes = []
 
     def traffic():
-        for _ in range(400):  # bounded: at most 400 requests
+        for _ in range(600):  # bounded
             if done.is_set():
                 break
             try:
-                reply = client.chat.completions.create(
-                    model="fast", messages=[{"role": "user", "content": "hi"}],
-                    max_tokens=4, timeout=60)
-                answers.append(reply.choices[0].message.content)
+                answers.append(chat(client, "fast"))
             except Exception as e:  # any failure a client would see
                 failures.append(repr(e))
-            time.sleep(0.25)
+            time.sleep(0.2)
 
-    litellm_started = unit_starts(stack.hosts[0], ["sparkstack-litellm.service"])
+    def watch_routes():
+        # while the model is loading (its port closed), LiteLLM must not route to it
+        while not done.is_set():
+            # the config first: the gate writes it before the model stops
+            out = ssh(stack.hosts[0], "sed 1d /etc/sparkstack/litellm/config.yaml; "
+                                      "ss -Hltn 'sport = :8000' | wc -l").stdout
+            config, listening = out.rstrip("\n").rsplit("\n", 1)
+            if listening.strip() == "0":
+                loading_routes.append({e["model_info"].get("sparkstack_backend") for e in
+                                       json.loads(config)["model_list"]})
+            time.sleep(0.3)
+
     sender = threading.Thread(target=traffic)
+    watcher = threading.Thread(target=watch_routes)
     sender.start()
+    watcher.start()
     try:
         # the same LiteLLM settings as the step before: only the model changes
         stack.write(litellm_num_retries=2, host_data={"spark1": {"models": [
@@ -290,15 +320,51 @@ def test_a_reloading_model_costs_clients_no_failed_request(stack):
              "port": 8001, "gpu_memory_utilization": 0.45, "max_model_len": 65536,
              "tool_call_parser": "qwen3_coder"}]}})
         result = run_deploy(stack.inventory)
-        time.sleep(35)  # past LiteLLM's cooldown (30 s): back on the local model
+        time.sleep(3)
     finally:
         done.set()
         sender.join()
+        watcher.join()
     assert result.returncode == 0, result.output[-3000:]
-    assert unit_starts(stack.hosts[0], ["sparkstack-litellm.service"]) == litellm_started
     assert failures == []
-    assert any(a.startswith("cloud-standin:") for a in answers), answers[:5]
-    assert answers[-1].startswith("standin:qwen3-4b@spark1"), answers[-5:]
+    who = [a.split("@")[0].split(":")[0] for a, _ in answers]
+    assert "cloud-standin" in who and who[0] == who[-1] == "standin", who
+    first_cloud, last_cloud = who.index("cloud-standin"), len(who) - 1 - who[::-1].index(
+        "cloud-standin")
+    assert set(who[first_cloud:last_cloud + 1]) == {"cloud-standin"}, who  # one switch each way
+    assert {fallbacks for _, fallbacks in answers} == {"0"}, answers
+    assert loading_routes and all("spark1:8000" not in r for r in loading_routes)
+    assert routed_backends(stack.hosts[0]) == {"spark1:8000", "spark1:8001"}
+
+
+def test_a_model_that_never_becomes_ready_leaves_its_profile_on_the_cloud(stack):
+    """`expert` moves to a model that never loads: the deploy fails for the host with
+    the unit's log, and `expert` is answered by its cloud model without a failed try."""
+    models = [{"name": "qwen3-4b", "model": "Qwen/Qwen3-4B-Instruct-2507", "port": 8000,
+               "gpu_memory_utilization": 0.15, "max_model_len": 32768},
+              {"name": "qwen3-coder-30b", "model": "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8",
+               "port": 8001, "gpu_memory_utilization": 0.45, "max_model_len": 65536,
+               "tool_call_parser": "qwen3_coder"},
+              {"name": "stuck", "model": "Qwen/Qwen3-4B-Instruct-2507", "port": 8002,
+               "gpu_memory_utilization": 0.15, "max_model_len": 32768,
+               "environment": {"VLLM_STANDIN_NEVER_READY": "1"}}]
+    profiles = {"fast": {"local": ["qwen3-4b"], "cloud": "openrouter/qwen/qwen3-4b:free"},
+                "expert": {"local": ["stuck"], "cloud": "openrouter/expert-in-the-cloud"},
+                "code": {"local": ["qwen3-coder-30b"], "cloud": "openrouter/qwen/qwen3-coder"},
+                "cloud": {"local": [], "cloud": "openrouter/qwen/qwen3-235b-a22b:free"}}
+    stack.write(vllm_start_timeout=12, profiles=profiles,
+                host_data={"spark1": {"models": models}})
+    result = run_deploy(stack.inventory)
+    assert result.returncode != 0
+    assert "[spark1] last log lines of sparkstack-vllm-stuck.service:" in result.output
+    assert "not ready after 12 s" in result.output
+    client = stack.openai()
+    for _ in range(4):
+        reply, fallbacks = chat(client, "expert")
+        assert reply.startswith("cloud-standin:") and "expert-in-the-cloud" in reply, reply
+        assert fallbacks == "0"
+    assert chat(client, "fast")[0].startswith("standin:qwen3-4b@spark1")
+    assert routed_backends(stack.hosts[0]) == {"spark1:8000", "spark1:8001"}
 
 
 def test_bad_inventory_is_refused_before_any_host_changes(stack):

@@ -30,6 +30,9 @@ def sim_group_data(**overrides) -> dict:
         "vllm_package": "vllm-standin==0.1.0",
         "vllm_extra_index_url": "",
         "vllm_environment": {"VLLM_STANDIN_LOAD_SECONDS": "2"},
+        # The simulated Sparks never contact huggingface.co; the fit test reads headers
+        # from the Hub stand-in (tests/doubles/hub_standin) through hf_endpoint.
+        "fit_check_hub": False,
         # Prisma (behind LiteLLM's request log) downloads its engines from a site these
         # machines cannot reach.
         "litellm_request_log": False,

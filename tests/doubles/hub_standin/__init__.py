@@ -1,0 +1,70 @@
+"""TEST DOUBLE for the Hugging Face Hub's file and model API, for `hf_endpoint`.
+
+Serves a folder laid out as <org>/<repo>/<file> the way the Hub does:
+`/<org>/<repo>/resolve/main/<file>` (with HTTP range requests, answered 206) and
+`/api/models/<org>/<repo>` (the file list as `siblings`). It counts the bytes it sends,
+so tests can tell header reads from downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/main/(.+)$")
+API = re.compile(r"^/api/models/([^/]+/[^/]+)$")
+RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
+
+
+class HubStandin:
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0):
+        self.root, self.bytes_sent, self.requests = root, 0, []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def send(self, code: int, body: bytes, headers: dict | None = None) -> None:
+                self.send_response(code)
+                for k, v in {"Content-Length": str(len(body)), **(headers or {})}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+                hub.bytes_sent += len(body)
+
+            def do_GET(self):
+                hub.requests.append(self.path)
+                if m := API.match(self.path):
+                    repo = hub.root / m.group(1)
+                    if not repo.is_dir():
+                        return self.send(404, b'{"error": "Repository not found"}')
+                    siblings = [{"rfilename": p.name} for p in sorted(repo.iterdir())]
+                    return self.send(200, json.dumps({"id": m.group(1),
+                                                      "siblings": siblings}).encode())
+                m = RESOLVE.match(self.path)
+                path = hub.root / m.group(1) / m.group(2) if m else None
+                if path is None or not path.is_file():
+                    return self.send(404, b"Entry not found")
+                data = path.read_bytes()
+                if r := RANGE.match(self.headers.get("Range", "")):
+                    first, last = int(r.group(1)), min(int(r.group(2)), len(data) - 1)
+                    return self.send(206, data[first:last + 1], {
+                        "Content-Range": f"bytes {first}-{last}/{len(data)}"})
+                self.send(200, data)
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://{host}:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "HubStandin":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
