@@ -1,6 +1,7 @@
 """End to end on vLLM-only simulated Sparks: the GPU probe through the GB10 NVML
-stand-in (and on a host without it), the memory-fit gate, the health command, and a
-model that never becomes ready."""
+stand-in (and on a host without it), the memory-fit gate (a local folder, and a model
+read from the Hub stand-in by range requests), the health command, and a model that
+never becomes ready."""
 
 from __future__ import annotations
 
@@ -124,6 +125,32 @@ def test_a_model_larger_than_memory_is_refused_before_any_change(pair, tmp_path)
     assert "weights 56.87" in result.output
     assert unit_starts(host, [UNIT]) == before  # the other change was not applied either
     assert ssh(host, "ls /etc/systemd/system | grep sparkstack").stdout == units_before
+
+
+def test_a_hub_model_too_big_is_refused_from_its_headers_without_a_download(pair,
+                                                                            tmp_path):
+    """Not on the host yet: the fit gate reads the safetensors headers from the Hub
+    (here the Hub stand-in, through hf_endpoint) by range requests."""
+    from tests.doubles.hub_standin import HubStandin
+    repo = tmp_path / "hub" / "Qwen" / "Qwen3-30B-A3B"
+    fm.write_model(repo, fm.QWEN3_30B_A3B, fm.qwen3_moe(fm.QWEN3_30B_A3B))
+    for shard in repo.glob("*.safetensors"):  # as if each shard carried its tensors
+        with open(shard, "ab") as f:
+            f.write(b"\0" * 8 * 1024 * 1024)
+    before = unit_starts(pair.gpu_host, [UNIT])
+    with HubStandin(tmp_path / "hub", host=fleet.BRIDGE_ADDR) as hub:
+        pair.write(fit_check_hub=True, hf_endpoint=hub.endpoint,
+                   gpu_models=[model("qwen3-4b", 8000),
+                               model("big", 8005, model="Qwen/Qwen3-30B-A3B",
+                                     gpu_memory_utilization=0.9)])
+        result = run_deploy(pair.inventory)
+    assert result.returncode != 0
+    assert ("host spark5: model big (Qwen/Qwen3-30B-A3B) does not fit, no host was "
+            "changed") in result.output
+    assert "weights 56.87" in result.output
+    assert "/api/models/Qwen/Qwen3-30B-A3B" in hub.requests
+    assert hub.bytes_sent < 4 * 1024 * 1024  # headers only, not the 32 MiB of shards
+    assert unit_starts(pair.gpu_host, [UNIT]) == before
 
 
 def test_a_model_that_never_becomes_ready_fails_the_deploy_with_its_log(pair):
