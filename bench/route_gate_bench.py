@@ -4,10 +4,10 @@
 
 Deploys one full-stack Spark (with the cloud stand-in as the cloud), then restarts the
 `fast` model's unit several times while clients (openai SDK, no retries) keep asking
-`fast`. Each restart takes the route out (LiteLLM restarts on its socket), reloads the
-model and puts the route back (LiteLLM restarts again). Prints failed requests, who
-answered, request latency (median, p99, max) in steady state and during the restarts,
-and how long each restart kept `fast` on the cloud.
+`fast`. Each restart takes the route out (LiteLLM reloads its routes in place), waits
+for the model's requests to finish, reloads the model and puts the route back. Prints
+failed requests, request latency (median, p99, max) in steady state and during the
+restarts, and how long each restart kept `fast` on the cloud.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ def main() -> None:
     fleet.down_all()
     fleet.ensure_network()
     with CloudStandin(fleet.BRIDGE_ADDR) as cloud:
+        cloud.server.RequestHandlerClass.log_message = lambda *a: None  # quiet
         host = fleet.boot("spark1", 1)
         inventory = write_inventory(
             work / "inventory.py", [host],

@@ -2,13 +2,15 @@
 that model passes the readiness probe; until then the profile goes straight to its
 cloud fallback.
 
-    python -m checks.routes [--drain NAME | --undrain NAME] [--restart]
+    python -m checks.routes [--drain NAME | --undrain NAME] [--apply]
 
 The deploy writes the plan (`routes.json`: LiteLLM's config with every local route, how
 to probe each backend, and the cloud-only entry of each profile). This command probes
 the backends, writes LiteLLM's `config.yaml` with the ready ones only, and with
-`--restart` restarts LiteLLM when that changed. LiteLLM listens on a systemd socket, so
-a restart queues connections instead of refusing them: no client request fails.
+`--apply` makes a running LiteLLM take the new routes: `systemctl reload` swaps them in
+place (files/litellm-serve); only if that fails is LiteLLM restarted, on its systemd
+socket, which queues connections instead of refusing them. A drain then waits until
+the model has finished the requests it was given.
 
 It runs in LiteLLM's ExecStartPre (boot: models still loading), in each local vLLM
 unit's ExecStartPost (`--undrain`: the model just became ready) and ExecStop
@@ -28,6 +30,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import httpx
 
 from checks.envfile import read_env_file
 from checks.ready import probe
@@ -101,21 +105,51 @@ def probe_backends(plan: dict, skip: set[str], api_key: str | None) -> dict[str,
         return dict(zip(backends, pool.map(one, backends)))
 
 
-def restart_litellm(plan: dict) -> str:
-    """Restart LiteLLM if it runs (its socket holds connections meanwhile)."""
-    state = subprocess.run(["systemctl", "is-system-running"], capture_output=True,
-                           text=True).stdout.strip()
-    if state == "stopping":
-        return "system is shutting down: LiteLLM not restarted"
-    done = subprocess.run(["systemctl", "try-restart", plan["litellm_unit"]],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"restarting {plan['litellm_unit']} failed: {done.stderr.strip()}")
-    return f"{plan['litellm_unit']} restarted"
+def _systemctl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["systemctl", *args], capture_output=True, text=True)
+
+
+def apply_to_litellm(plan: dict) -> str:
+    """Make a running LiteLLM take the new routes: in place (`systemctl reload`), or by a
+    restart if that fails (its socket holds connections meanwhile)."""
+    unit = plan["litellm_unit"]
+    if _systemctl("is-system-running").stdout.strip() == "stopping":
+        return "system is shutting down: LiteLLM left as it is"
+    state = _systemctl("is-active", unit).stdout.strip()
+    if state not in ("active", "activating", "reloading"):
+        return f"{unit} is {state}: it reads the routes when it starts"
+    reloaded = _systemctl("reload", unit)
+    if reloaded.returncode == 0:
+        return f"{unit} reloaded its routes"
+    restarted = _systemctl("try-restart", unit)
+    if restarted.returncode != 0:
+        raise RuntimeError(f"{unit}: reload failed ({reloaded.stderr.strip()}), restart "
+                           f"failed ({restarted.stderr.strip()})")
+    return f"{unit} restarted (reload failed: {reloaded.stderr.strip()})"
+
+
+def wait_idle(backend: dict, timeout: float, log) -> None:
+    """Wait until a drained model has finished the requests it was given (vLLM's
+    num_requests_running and _waiting gauges), so stopping it cuts none."""
+    deadline = time.monotonic() + timeout
+    busy = -1.0
+    while time.monotonic() < deadline:
+        try:
+            text = httpx.get(f"{backend['url']}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return  # not answering: nothing to wait for
+        busy = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(("vllm:num_requests_running",
+                                       "vllm:num_requests_waiting")))
+        if busy == 0:
+            return
+        time.sleep(0.2)
+    log(f"routes: {backend['served_name']} still has {busy:.0f} request(s) after "
+        f"{timeout:.0f} s; stopping anyway")
 
 
 def gate(plan_path: Path = PLAN, drain: str | None = None, undrain: str | None = None,
-         restart: bool = False, log=print) -> bool:
+         apply: bool = False, log=print) -> bool:
     """Bring LiteLLM's config in line with the backends' readiness. Returns whether
     the config changed."""
     if not plan_path.is_file():
@@ -145,10 +179,14 @@ def gate(plan_path: Path = PLAN, drain: str | None = None, undrain: str | None =
             tmp.replace(config_path)
     for bid, state in sorted(states.items()):
         log(f"routes: {bid}: {'routed' if state == 'ready' else 'not routed, ' + state}")
-    if changed and restart:
-        log(f"routes: config changed; {restart_litellm(plan)}")
+    if changed and apply:
+        log(f"routes: config changed; {apply_to_litellm(plan)}")
     elif not changed:
         log("routes: config unchanged")
+    if drain:
+        for b in plan["backends"].values():
+            if b["local"] and b["model"] == drain:
+                wait_idle(b, plan.get("drain_timeout", 600), log)
     return changed
 
 
@@ -157,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plan", type=Path, default=PLAN)
     p.add_argument("--drain", metavar="MODEL", help="take this local model's routes out")
     p.add_argument("--undrain", metavar="MODEL", help="let this local model be routed again")
-    p.add_argument("--restart", action="store_true",
-                   help="restart LiteLLM (if running) when its config changed")
+    p.add_argument("--apply", action="store_true",
+                   help="make a running LiteLLM take the routes when its config changed")
     args = p.parse_args(argv)
     start = time.monotonic()
     try:
-        gate(args.plan, args.drain, args.undrain, args.restart,
+        gate(args.plan, args.drain, args.undrain, args.apply,
              log=lambda line: print(line, flush=True))
     except (OSError, RuntimeError, ValueError) as e:
         print(f"routes: {e}", file=sys.stderr)

@@ -173,7 +173,8 @@ def litellm_routes(s: HostSettings, fleet: Fleet) -> dict:
         "general_settings": general,
     }
     return {"config": config, "backends": backends, "standby": standby,
-            "litellm_unit": "sparkstack-litellm.service"}
+            "litellm_unit": "sparkstack-litellm.service",
+            "drain_timeout": s["litellm_timeout"]}
 
 
 def litellm_config(s: HostSettings, fleet: Fleet) -> dict:

@@ -110,7 +110,7 @@ def test_vllm_units_gate_litellm_routes_only_where_litellm_runs():
                   secrets_env="/e", environment={}, args=["serve", "m"],
                   health_host="127.0.0.1", wait_script="/w")
     gated = template("vllm/vllm-model.service.j2", routes_command="/r", **common)
-    assert "ExecStartPost=-+/r --undrain qwen3-4b --restart" in gated
-    assert "ExecStop=-+/r --drain qwen3-4b --restart" in gated
+    assert "ExecStartPost=-+/r --undrain qwen3-4b --apply" in gated
+    assert "ExecStop=-+/r --drain qwen3-4b --apply" in gated
     plain = template("vllm/vllm-model.service.j2", routes_command="", **common)
     assert "/r" not in plain and "ExecStop=" not in plain

@@ -88,4 +88,4 @@ def route_ready_models(s: HostSettings, fleet: Fleet) -> None:
     routes_current(name="Route profiles to the models that are ready",
                    config=f"{svc.conf_dir}/config.yaml",
                    wanted=render(assemble(plan, set(plan["backends"]))),
-                   command=f"{routes_command(s)} --restart")
+                   command=f"{routes_command(s)} --apply")

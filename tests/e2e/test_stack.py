@@ -207,7 +207,7 @@ def test_second_run_changes_nothing(stack):
     assert unit_starts(stack.hosts[0], UNITS) == before
 
 
-def test_changing_one_model_flag_restarts_only_that_unit_and_reroutes_litellm(stack):
+def test_changing_one_model_flag_restarts_only_that_unit(stack):
     host = stack.hosts[0]
     before = unit_starts(host, UNITS)
     stack.write(model_defaults={"max_num_seqs": 8},
@@ -223,9 +223,8 @@ def test_changing_one_model_flag_restarts_only_that_unit_and_reroutes_litellm(st
     assert result.returncode == 0, result.output[-3000:]
     after = unit_starts(host, UNITS)
     changed = {u for u in UNITS if after[u] != before[u]}
-    # LiteLLM restarts (on its socket: no connection refused) to take the model's route
-    # out before it stops, and to put it back once it is ready again.
-    assert changed == {"sparkstack-vllm-qwen3-4b.service", "sparkstack-litellm.service"}
+    # LiteLLM takes the model's route out and back in place: it is not restarted
+    assert changed == {"sparkstack-vllm-qwen3-4b.service"}
     exec_start = ssh(host, "systemctl show -p ExecStart --value "
                            "sparkstack-vllm-qwen3-4b.service").stdout
     assert "--max-num-seqs 4" in exec_start
@@ -277,9 +276,9 @@ def routed_backends(host) -> set[str]:
 def test_readiness_gate_moves_a_reloading_model_to_the_cloud_and_back_without_a_failure(
         stack):
     """qwen3-4b restarts and loads for 8 s under traffic on `fast`. Its route is taken
-    out before it stops and put back only once it passes the readiness probe: `fast`
-    is answered by the cloud meanwhile, and no request ever tries the loading model
-    (no fallback attempted) or fails."""
+    out before it stops and put back only once it passes the readiness probe, both in
+    place (LiteLLM reloads, never restarts): `fast` is answered by the cloud meanwhile,
+    and no request ever tries the loading model (no fallback attempted) or fails."""
     client = stack.openai()
     answers, failures, done = [], [], threading.Event()
     loading_routes = []
@@ -306,6 +305,7 @@ def test_readiness_gate_moves_a_reloading_model_to_the_cloud_and_back_without_a_
                                        json.loads(config)["model_list"]})
             time.sleep(0.3)
 
+    litellm_started = unit_starts(stack.hosts[0], ["sparkstack-litellm.service"])
     sender = threading.Thread(target=traffic)
     watcher = threading.Thread(target=watch_routes)
     sender.start()
@@ -327,6 +327,8 @@ def test_readiness_gate_moves_a_reloading_model_to_the_cloud_and_back_without_a_
         watcher.join()
     assert result.returncode == 0, result.output[-3000:]
     assert failures == []
+    # the routes changed in place: LiteLLM never restarted
+    assert unit_starts(stack.hosts[0], ["sparkstack-litellm.service"]) == litellm_started
     who = [a.split("@")[0].split(":")[0] for a, _ in answers]
     assert "cloud-standin" in who and who[0] == who[-1] == "standin", who
     first_cloud, last_cloud = who.index("cloud-standin"), len(who) - 1 - who[::-1].index(
@@ -365,6 +367,14 @@ def test_a_model_that_never_becomes_ready_leaves_its_profile_on_the_cloud(stack)
         assert fallbacks == "0"
     assert chat(client, "fast")[0].startswith("standin:qwen3-4b@spark1")
     assert routed_backends(stack.hosts[0]) == {"spark1:8000", "spark1:8001"}
+    health = subprocess.run([str(Path(sys.executable).with_name("sparkstack")), "health",
+                             "-i", str(stack.inventory), "--json"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    rows = {r["check"]: r for r in json.loads(health.stdout)}
+    assert health.returncode == 1
+    assert rows["litellm routes"]["detail"] == ("not routed (not ready): spark1:8002; on "
+                                                "the cloud only: expert")
+    assert rows["profile expert (openai)"]["ok"]  # served, by the cloud
 
 
 def test_bad_inventory_is_refused_before_any_host_changes(stack):
