@@ -110,12 +110,12 @@ def check_routes(root: Path) -> tuple[bool, str, str]:
     """Does LiteLLM route to every model its plan names? A model that is not ready
     leaves its profiles on the cloud until the gate sees it ready."""
     plan = json.loads((root / "litellm" / "routes.json").read_text())
-    routed = routes.routed_backends(root / "litellm" / "config.yaml")
+    local = routes.local_routes(routes.read_config(root / "litellm" / "config.yaml"))
+    routed = {backend for _, backend in local}
     missing = sorted(set(plan["backends"]) - routed)
     if not missing:
         return True, f"all {len(routed)} model routes on", ""
-    profiles_off = sorted(set(plan["standby"]) - routes.local_profiles(
-        root / "litellm" / "config.yaml"))
+    profiles_off = sorted(set(plan["standby"]) - {profile for profile, _ in local})
     return (False, f"not routed (not ready): {', '.join(missing)}; on the cloud only: "
                    f"{', '.join(profiles_off) or 'none'}",
             "see the vllm checks of those hosts; the route comes back by itself within "

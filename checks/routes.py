@@ -70,20 +70,16 @@ def read_config(path: Path) -> dict:
     return json.loads(text.removeprefix(HEADER)) if text.startswith(HEADER) else {}
 
 
-def routed_backends_of(config: dict) -> set[str]:
-    return {e["model_info"]["sparkstack_backend"] for e in config.get("model_list", [])
+def local_routes(config: dict) -> set[tuple[str, str]]:
+    """(profile, backend) of every local route in a LiteLLM config."""
+    return {(e["model_name"], e["model_info"]["sparkstack_backend"])
+            for e in config.get("model_list", [])
             if "sparkstack_backend" in e.get("model_info", {})}
 
 
 def routed_backends(config_path: Path) -> set[str]:
     """Backends LiteLLM's current config routes to."""
-    return routed_backends_of(read_config(config_path))
-
-
-def local_profiles(config_path: Path) -> set[str]:
-    """Profiles with at least one local route in LiteLLM's current config."""
-    return {e["model_name"] for e in read_config(config_path).get("model_list", [])
-            if "sparkstack_backend" in e.get("model_info", {})}
+    return {backend for _, backend in local_routes(read_config(config_path))}
 
 
 def drained() -> set[str]:

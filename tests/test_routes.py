@@ -54,7 +54,7 @@ def test_nothing_ready_sends_every_local_profile_to_its_cloud_model(plan):
     assert got["cloud"] == ["openrouter/qwen/qwen3-235b-a22b:free"]
     # no fallback from a profile that already is its fallback
     assert config["router_settings"]["fallbacks"] == []
-    assert not routes.routed_backends_of(config)
+    assert not routes.local_routes(config)
 
 
 def test_one_ready_backend_keeps_the_profile_local_and_its_fallback(plan):
@@ -72,7 +72,7 @@ def test_config_written_by_the_gate_is_yaml_and_tells_what_is_routed(plan, tmp_p
     path.write_text(routes.render(routes.assemble(plan, {"a:8000"})))
     assert yaml.safe_load(path.read_text()) == routes.assemble(plan, {"a:8000"})
     assert routes.routed_backends(path) == {"a:8000"}
-    assert routes.local_profiles(path) == {"fast"}
+    assert routes.local_routes(routes.read_config(path)) == {("fast", "a:8000")}
 
 
 def test_gate_without_a_plan_changes_nothing(tmp_path):

@@ -69,14 +69,14 @@ def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
                  daemon_reload=socket_file.will_change, restarted=socket_file.will_change)
     run_unit(UNIT, "Run LiteLLM", unit_file,
              [venv, serve, plan, env, socket_file])
-    timer = write_unit(svc, "sparkstack-litellm-routes.service",
+    routes_unit = write_unit(svc, "sparkstack-litellm-routes.service",
                        "litellm/litellm-routes.service.j2", routes_command=routes_command(s))
     timer_file = files.put(name="Write unit sparkstack-litellm-routes.timer",
                            src=StringIO(template("litellm/litellm-routes.timer.j2", s=s)),
                            dest="/etc/systemd/system/sparkstack-litellm-routes.timer",
                            mode="644")
     unit_running(name="Re-check routes on a timer", unit="sparkstack-litellm-routes.timer",
-                 daemon_reload=timer.will_change or timer_file.will_change,
+                 daemon_reload=routes_unit.will_change or timer_file.will_change,
                  restarted=timer_file.will_change)
 
 
