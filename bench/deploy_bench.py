@@ -1,6 +1,6 @@
 """Deploy timings on simulated Sparks (run as root on the controller):
 
-    .venv/bin/python bench/deploy_bench.py [--hosts 3]
+    .venv/bin/python -m bench.deploy_bench [--hosts 3]
 
 Prints: the first deploy of a freshly booted Spark and its slowest operations, the
 no-op re-deploy of one host (median of 3), the no-op re-deploy of N hosts in parallel
@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from tests.simspark import fleet  # noqa: E402
-from tests.simspark.inventory import write_inventory  # noqa: E402
+from sparkstack.simulated import fleet
+from sparkstack.simulated.inventory import write_inventory
 
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 

@@ -1,6 +1,6 @@
 """The readiness gate under traffic, on a simulated Spark (run as root on the controller):
 
-    .venv/bin/python bench/route_gate_bench.py [--restarts 3] [--clients 4]
+    .venv/bin/python -m bench.route_gate_bench [--restarts 3] [--clients 4]
 
 Deploys one full-stack Spark (with the cloud stand-in as the cloud), then restarts the
 `fast` model's unit several times while clients (openai SDK, no retries) keep asking
@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import openai  # noqa: E402
+import openai
 
-from tests.doubles.cloud_standin import CloudStandin  # noqa: E402
-from tests.e2e.helpers import Tunnel, run_deploy  # noqa: E402
-from tests.simspark import fleet  # noqa: E402
-from tests.simspark.fleet import ssh  # noqa: E402
-from tests.simspark.inventory import write_inventory  # noqa: E402
+from sparkstack.simulated import fleet
+from sparkstack.simulated.fleet import ssh
+from sparkstack.simulated.inventory import write_inventory
+from tests.doubles.cloud_standin import CloudStandin
+from tests.e2e.helpers import Tunnel, run_deploy
 
 UNIT = "sparkstack-vllm-qwen3-4b.service"
 

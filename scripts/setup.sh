@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what sparkstack needs on the controller (a Debian/Ubuntu machine, as root):
-# the tools for simulated Sparks, then a venv in .venv with sparkstack and its tests.
+# the tools for simulated Sparks, then a venv in .venv with sparkstack, its host package
+# (checks/) and its tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -17,5 +18,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 echo "[setup] installing sparkstack into .venv"
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -c 'import sparkstack, pyinfra, openai, anthropic, pytest' 
+.venv/bin/pip install -q --disable-pip-version-check -e ./checks -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -c 'import sparkstack, sparkstack_host, pyinfra, openai, anthropic, pytest' 

@@ -49,12 +49,11 @@ def deploy(inventory: Path, pyinfra_args: tuple[str, ...]) -> None:
     if simulated:
         if os.geteuid() != 0:
             raise click.ClickException("booting a simulated Spark needs root")
-        sys.path.insert(0, str(REPO_ROOT))  # the simulated fleet is a test double
-        from tests.simspark import fleet
-        from tests.simspark.inventory import write_inventory
+        from .simulated import fleet
+        from .simulated.inventory import write_inventory
 
         click.echo(f"No Spark listed in {inventory.name}: booting a local simulated Spark "
-                   "(systemd-nspawn; vLLM is the CPU stand-in from tests/doubles).")
+                   "(systemd-nspawn; vLLM is its CPU stand-in, sparkstack/simulated).")
         host = fleet.boot("spark1", 1)
         inventory = write_inventory(SIM_INVENTORY, [host])
     rc = subprocess.call([_pyinfra(), "-y", str(inventory), "deploy.py", *pyinfra_args],
@@ -66,7 +65,7 @@ def deploy(inventory: Path, pyinfra_args: tuple[str, ...]) -> None:
             f"root@{host.address}\n"
             "  LiteLLM: http://127.0.0.1:4000 (UI at /ui), Open WebUI: http://127.0.0.1:8080\n"
             f"  Keys and passwords: {REPO_ROOT / '.secrets' / 'hosts' / 'spark1.json'}\n"
-            "  Stop it with: .venv/bin/python -m tests.simspark down")
+            "  Stop it with: .venv/bin/python -m sparkstack.simulated down")
     sys.exit(rc)
 
 

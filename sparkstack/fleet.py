@@ -8,7 +8,9 @@ from .settings import HostSettings
 
 
 @dataclass(frozen=True)
-class Backend:
+class Replica:
+    """One vLLM unit in the fleet serving a model, as a given LiteLLM host reaches it."""
+
     host: str
     address: str
     port: int
@@ -35,7 +37,7 @@ class Fleet:
     def __getitem__(self, name: str) -> HostSettings:
         return self.hosts[name]
 
-    def backends_for(self, served_name: str, litellm_host: HostSettings) -> list[Backend]:
+    def replicas_of(self, served_name: str, litellm_host: HostSettings) -> list[Replica]:
         """Every vLLM unit in the fleet serving `served_name`, as `litellm_host` reaches it."""
         found = []
         for h in self.hosts.values():
@@ -46,7 +48,7 @@ class Fleet:
             for m in h.models:
                 if m["name"] == served_name:
                     address = "127.0.0.1" if local else h.address
-                    found.append(Backend(h.name, address, m["port"], served_name,
+                    found.append(Replica(h.name, address, m["port"], served_name,
                                          m["max_model_len"]))
         return found
 

@@ -1,21 +1,92 @@
-"""Idempotent pyinfra operations sparkstack needs beyond pyinfra's own.
+"""Idempotent pyinfra operations every service uses.
 
-Each decides at plan time from a fact whether anything must change, so a re-run with
-nothing changed reports no changes and `op.will_change` can drive restarts.
+Each decides at plan time, from the host's snapshot (`host_facts.snapshot()`: one round
+trip per host and run), whether anything must change. When nothing must, it says so
+and sends nothing; otherwise it hands over to pyinfra's own operation, which checks
+again and changes the host. A re-run with nothing changed reports no changes and
+`op.will_change` can drive restarts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shlex
+from io import StringIO
+from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import FactBase, operation
-from pyinfra.facts.files import FileContents, Sha256File
-from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
+from pyinfra.api import operation
+from pyinfra.operations import apt, files, server
+
+from .host_facts import snapshot
 
 
-def _stamp(*parts: str) -> str:
+def _sha256_of(src: str | StringIO) -> str:
+    if isinstance(src, StringIO):
+        return hashlib.sha256(src.getvalue().encode()).hexdigest()
+    return hashlib.sha256(Path(src).read_bytes()).hexdigest()
+
+
+def _owned(entry: dict, user: str | None, group: str | None, mode: str | None) -> bool:
+    return ((user is None or entry["user"] == user) and
+            (group is None or entry["group"] == group) and
+            (mode is None or entry["mode"] == str(mode).lstrip("0")))
+
+
+@operation()
+def put_file(src: str | StringIO, dest: str, user: str | None = None,
+             group: str | None = None, mode: str | None = None):
+    """Upload a file (a path on the controller or a StringIO) unless the host has it
+    with the same contents, owner and mode."""
+    state = snapshot()
+    have = state.file(dest)
+    if (state.covers(dest) and have and have["type"] == "f"
+            and have.get("sha256") == _sha256_of(src) and _owned(have, user, group, mode)):
+        host.noop(f"{dest} is in place")
+        return
+    yield from files.put._inner(src=src, dest=dest, user=user, group=group, mode=mode)
+
+
+@operation()
+def ensure_dir(path: str, user: str | None = None, group: str | None = None,
+               mode: str | None = None):
+    state = snapshot()
+    have = state.file(path)
+    if state.covers(path) and have and have["type"] == "d" and _owned(have, user, group,
+                                                                       mode):
+        host.noop(f"{path} is in place")
+        return
+    yield from files.directory._inner(path=path, user=user, group=group, mode=mode)
+
+
+@operation()
+def system_user(user: str, home: str):
+    """A system user without a login shell, its home the service's state folder."""
+    have = snapshot().user(user)
+    if have and have["home"] == home and have["shell"] == "/usr/sbin/nologin":
+        host.noop(f"user {user} exists")
+        return
+    yield from server.user._inner(user=user, system=True, home=home,
+                                  shell="/usr/sbin/nologin", create_home=False)
+
+
+@operation()
+def deb_packages(packages: list[str]):
+    """Install distribution packages (refreshing apt's lists at most daily)."""
+    if snapshot().installed(packages):
+        host.noop(f"{', '.join(packages)} installed")
+        return
+    yield from apt.packages._inner(packages=packages, update=True, cache_time=86400)
+
+
+def _stamped(stamp_file: str, wanted: str) -> bool:
+    """Did the last install leave `wanted` in its stamp file (`echo wanted > file`)?"""
+    have = snapshot().file(stamp_file)
+    return bool(have) and have.get("sha256") == hashlib.sha256(
+        f"{wanted}\n".encode()).hexdigest()
+
+
+def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -25,9 +96,8 @@ def venv_install(venv: str, requirements: str, pip_conf: str, constraints: str,
     """Create `venv` and pip-install `requirements` (text) into it, only when the
     requirements or pip settings differ from the last successful install."""
     stamp_file = f"{venv}/.sparkstack-installed"
-    wanted = _stamp(requirements, pip_conf, constraints, python)
-    current = host.get_fact(FileContents, path=stamp_file)
-    if current and current[0].strip() == wanted:
+    wanted = _digest(requirements, pip_conf, constraints, python)
+    if _stamped(stamp_file, wanted):
         host.noop(f"{venv} already has {requirements.strip()}")
         return
     req_file = f"{venv}.requirements.txt"
@@ -38,39 +108,29 @@ def venv_install(venv: str, requirements: str, pip_conf: str, constraints: str,
     yield f"echo {wanted} > {stamp_file}"
 
 
-class PostgresObjects(FactBase):
-    """Role and database names in the local PostgreSQL (empty when not installed)."""
-
-    def command(self) -> str:
-        return ("if command -v psql >/dev/null && id postgres >/dev/null 2>&1 && "
-                "pg_isready -q 2>/dev/null; then cd / && "
-                "sudo -u postgres psql -tAqc \"SELECT 'role:' || rolname FROM pg_roles "
-                "UNION ALL SELECT 'db:' || datname FROM pg_database\"; fi")
-
-    def process(self, output):
-        return [line.strip() for line in output if line.strip()]
-
-
 @operation()
-def postgres_apply(sql_file: str, roles: list[str], databases: list[str],
-                   sql_changed: bool):
-    """Run the root-only SQL file as the postgres superuser when it changed or when a
-    role or database it creates is missing. Passwords stay in the file, never in a
-    command line."""
-    present = set(host.get_fact(PostgresObjects) or [])
-    wanted = {f"role:{r}" for r in roles} | {f"db:{d}" for d in databases}
-    if not sql_changed and wanted <= present:
-        host.noop("PostgreSQL roles and databases are in place")
+def wheel_install(venv: str, wheel: str, sha256: str, pip_conf: str, extras: str = "",
+                  python: str = "python3"):
+    """Install a wheel (re-installed whenever its sha256 changes, whatever its version)
+    into `venv`, with its `extras`' dependencies when given."""
+    stamp_file = f"{venv}/.sparkstack-wheel-{wheel.rsplit('/', 1)[-1].split('-')[0]}"
+    if _stamped(stamp_file, sha256):
+        host.noop(f"{venv} already has {wheel.rsplit('/', 1)[-1]} ({sha256[:12]})")
         return
-    yield f"cd / && sudo -u postgres psql -X -q -d postgres < {sql_file}"
+    pip = f"PIP_CONFIG_FILE={pip_conf} {venv}/bin/pip install --quiet"
+    yield f"test -x {venv}/bin/python || {python} -m venv {venv}"
+    yield f"{pip} --no-deps --force-reinstall {wheel}"
+    if extras:
+        yield f"{pip} {shlex.quote(f'{wheel}[{extras}]')}"
+    yield f"echo {sha256} > {stamp_file}"
 
 
 @operation()
 def unit_running(unit: str, restarted: bool = False, daemon_reload: bool = False):
     """Keep a systemd unit enabled and running; (re)start it only when needed. A start
     that fails prints the unit's last journal lines into the deploy's output."""
-    running = (host.get_fact(SystemdStatus) or {}).get(unit)
-    enabled = (host.get_fact(SystemdEnabled) or {}).get(unit)
+    state = snapshot()
+    running, enabled = state.running(unit), state.enabled(unit)
     if daemon_reload:
         yield "systemctl daemon-reload"
     if not enabled:
@@ -81,14 +141,3 @@ def unit_running(unit: str, restarted: bool = False, daemon_reload: bool = False
                f"journalctl -u {unit} -n 25 --no-pager -o cat; exit 1; }}")
     elif enabled and not daemon_reload:
         host.noop(f"{unit} is enabled and running")
-
-
-@operation()
-def routes_current(config: str, wanted: str, command: str):
-    """Run the readiness gate unless LiteLLM's config already routes to every model
-    (`wanted`); the gate itself decides what is ready when it runs."""
-    current = host.get_fact(Sha256File, path=config)
-    if current == hashlib.sha256(wanted.encode()).hexdigest():
-        host.noop("LiteLLM routes to every model")
-        return
-    yield command

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 from pyinfra.api.exceptions import PyinfraError
+from sparkstack_host.contract import Layout
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = REPO_ROOT / "defaults.yaml"
@@ -66,6 +67,11 @@ class HostSettings:
 
     def has(self, role: str) -> bool:
         return role in self.values["roles"]
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.values["install_root"], self.values["config_root"],
+                      self.values["state_root"])
 
 
 def _type_name(value: Any) -> str:

@@ -3,8 +3,8 @@
 import json
 
 import pytest
+from sparkstack_host import fit, fit_inputs
 
-from checks import fit
 from tests import fit_models as fm
 
 GB = 1e9
@@ -26,7 +26,7 @@ CASES = [
 def test_weights_from_headers_match_published_sizes(tmp_path, label, config, build,
                                                     published):
     fm.write_model(tmp_path, config, build(config))
-    weights, source = fit.weights_bytes(tmp_path)
+    weights, source = fit_inputs.weights_bytes(tmp_path)
     assert source == "4 safetensors header(s)"
     assert weights == pytest.approx(published, rel=0.05), label
 
@@ -34,7 +34,7 @@ def test_weights_from_headers_match_published_sizes(tmp_path, label, config, bui
 def test_index_total_size_is_used_when_present(tmp_path):
     total = fm.write_model(tmp_path, fm.LLAMA_31_8B, fm.dense(fm.LLAMA_31_8B),
                            with_index=True)
-    assert fit.weights_bytes(tmp_path) == (total, "model.safetensors.index.json")
+    assert fit_inputs.weights_bytes(tmp_path) == (total, "model.safetensors.index.json")
 
 
 def test_kv_cache_per_token():
@@ -92,8 +92,8 @@ def test_command_reads_a_local_model_folder(tmp_path, capsys):
 def test_hugging_face_cache_layout(tmp_path):
     snap = tmp_path / "hub" / "models--meta-llama--Llama-3.1-8B" / "snapshots" / "abc123"
     fm.write_model(snap, fm.LLAMA_31_8B, fm.dense(fm.LLAMA_31_8B))
-    assert fit.find_model_dir("meta-llama/Llama-3.1-8B", str(tmp_path)) == snap
-    assert fit.find_model_dir("meta-llama/Other", str(tmp_path)) is None
+    assert fit_inputs.find_model_dir("meta-llama/Llama-3.1-8B", str(tmp_path)) == snap
+    assert fit_inputs.find_model_dir("meta-llama/Other", str(tmp_path)) is None
 
 
 def _hub_repo(root, repo, with_index, pad=8 * 1024 * 1024):
@@ -112,9 +112,8 @@ def test_weights_of_a_hub_model_come_from_range_requests(tmp_path, with_index):
     from tests.doubles.hub_standin import HubStandin
     total = _hub_repo(tmp_path, "Qwen/Qwen3-30B-A3B", with_index)
     with HubStandin(tmp_path) as hub:
-        config, weights, source = fit.model_inputs("Qwen/Qwen3-30B-A3B",
-                                                   hf_home=str(tmp_path / "hf"),
-                                                   hub=hub.endpoint)
+        config, weights, source = fit_inputs.model_inputs(
+            "Qwen/Qwen3-30B-A3B", hf_home=str(tmp_path / "hf"), hub=hub.endpoint)
     assert weights == total and config["num_experts"] == 128
     if with_index:
         assert source == "model.safetensors.index.json on the Hub"
@@ -127,7 +126,30 @@ def test_weights_of_a_hub_model_come_from_range_requests(tmp_path, with_index):
 def test_a_model_neither_here_nor_on_the_hub_is_named_with_the_reason(tmp_path):
     from tests.doubles.hub_standin import HubStandin
     with HubStandin(tmp_path) as hub, pytest.raises(FileNotFoundError) as err:
-        fit.model_inputs("nobody/nothing", hf_home=str(tmp_path), hub=hub.endpoint)
+        fit_inputs.model_inputs("nobody/nothing", hf_home=str(tmp_path), hub=hub.endpoint)
     assert "nobody/nothing: not readable from the Hub at http://127.0.0.1:" in str(err.value)
     with pytest.raises(FileNotFoundError, match=r"\(Hub lookups are off\)"):
-        fit.model_inputs("nobody/nothing", hf_home=str(tmp_path), hub=None)
+        fit_inputs.model_inputs("nobody/nothing", hf_home=str(tmp_path), hub=None)
+
+
+def test_the_deploy_gathers_fit_inputs_by_running_the_whole_module_as_itself(tmp_path):
+    """The fact's command is what runs on a host with nothing of sparkstack installed:
+    the module's own text on python3's stdin, its own entry point, stdlib only."""
+    import subprocess
+
+    from sparkstack.services.vllm import ModelFitInputs
+    total = fm.write_model(tmp_path / "m", fm.LLAMA_31_8B, fm.dense(fm.LLAMA_31_8B))
+    command = ModelFitInputs().command(model=str(tmp_path / "m"), hf_home=str(tmp_path),
+                                       hub=None)
+    # a bare interpreter: no site-packages, not started from the repository
+    command = command.replace("python3 - ", "python3 -I -S - ", 1)
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                         cwd="/", check=True).stdout
+    got = ModelFitInputs().process(out.splitlines())
+    assert got["weights"] == total and got["config"]["num_hidden_layers"] == 32
+    assert got["meminfo"].startswith("MemTotal:")
+    missing = subprocess.run(["sh", "-c", command.replace(str(tmp_path / "m"), "/nope")],
+                             capture_output=True, text=True, cwd="/", check=True).stdout
+    assert ModelFitInputs().process(missing.splitlines()) == {
+        "unknown": "FileNotFoundError: /nope: not a local folder and not in the Hugging "
+                   "Face cache (Hub lookups are off)"}

@@ -5,8 +5,7 @@ import ctypes.util
 
 import psutil
 import pytest
-
-from checks import gpu
+from sparkstack_host import gpu
 
 no_driver = pytest.mark.skipif(
     ctypes.util.find_library("nvidia-ml") is not None,

@@ -4,13 +4,9 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-from checks.ready import probe, wait_ready
-
-STANDIN = Path(__file__).parent / "doubles" / "vllm_standin"
+from sparkstack_host.ready import probe, wait_ready
 
 
 def free_port() -> int:
@@ -26,10 +22,10 @@ def standin():
     def start(load="1", **env):
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vllm_standin.server", "serve", "org/model",
+            [sys.executable, "-m", "sparkstack.simulated.vllm_standin", "serve", "org/model",
              "--served-model-name", "m1", "--max-model-len", "4096", "--host", "127.0.0.1",
              "--port", str(port)],
-            env={**os.environ, "PYTHONPATH": str(STANDIN), "VLLM_API_KEY": "k",
+            env={**os.environ, "VLLM_API_KEY": "k",
                  "VLLM_STANDIN_LOAD_SECONDS": load, **env},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         procs.append(proc)

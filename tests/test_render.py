@@ -1,11 +1,13 @@
-"""Rendering: vLLM command lines and units, LiteLLM's config, env files, pip settings."""
+"""Rendering: vLLM command lines and units, LiteLLM's config, pip settings."""
 
 import shlex
 
 import yaml
 
 from sparkstack.fleet import Fleet
-from sparkstack.render import (env_file, litellm_config, pip_conf, template, vllm_args)
+from sparkstack.render import pip_conf, template
+from sparkstack.services.litellm import routes_plan
+from sparkstack.services.vllm import vllm_args
 from sparkstack.settings import validate_inventory
 
 MODEL = {"name": "coder", "model": "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", "port": 8001,
@@ -16,6 +18,11 @@ MODEL = {"name": "coder", "model": "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", "por
 
 def fleet_of(datas):
     return Fleet(validate_inventory(datas))
+
+
+def litellm_config(s, fleet):
+    """LiteLLM's config once every model is ready."""
+    return routes_plan(s, fleet).config
 
 
 def test_vllm_args_carry_every_model_flag():
@@ -37,12 +44,13 @@ def test_vllm_args_carry_every_model_flag():
 def test_vllm_unit_has_gb10_environment_and_long_start_timeout():
     host = validate_inventory({"s": {"vllm_environment": {"VLLM_LOGGING_LEVEL": "DEBUG"}}})[0]
     model = host.models[0]
-    unit = template("vllm/vllm-model.service.j2", s=host, model=model,
+    unit = template("vllm/vllm-model.service.j2", s=host, layout=host.layout, model=model,
                     state_dir="/var/lib/sparkstack/vllm", venv="/opt/v",
                     secrets_env="/etc/sparkstack/vllm/secrets.env",
                     environment={**host["vllm_environment"], **model["environment"]},
-                    args=vllm_args(model, "127.0.0.1"), health_host="127.0.0.1",
-                    wait_script="/opt/sparkstack/bin/wait-http-ready", routes_command="")
+                    args=vllm_args(model, "127.0.0.1"),
+                    health_url="http://127.0.0.1:8000/health",
+                    wait_ready="/opt/sparkstack/host/venv/bin/sparkstack-wait-ready", gate="")
     assert "Environment=TORCH_CUDA_ARCH_LIST=12.1a" in unit
     assert "Environment=TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas" in unit
     assert "Environment=VLLM_LOGGING_LEVEL=DEBUG" in unit
@@ -98,10 +106,6 @@ def test_same_model_on_two_hosts_is_load_balanced_and_remote_vllm_binds_its_addr
     assert bases == ["http://127.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]
     assert fleet.vllm_bind_address(fleet["b"]) == "10.0.0.2"
     assert fleet.vllm_bind_address(fleet["a"]) == "127.0.0.1"
-
-
-def test_env_file_quotes_values():
-    assert env_file({"A": 'x"y\\z'}).splitlines()[1] == 'A="x\\"y\\\\z"'
 
 
 def test_pip_conf_carries_index_proxy_and_ca_settings(tmp_path):

@@ -1,13 +1,13 @@
-"""The readiness gate's assembly of LiteLLM's config (checks/routes.py): local routes
-only for ready backends, profiles without one go straight to the cloud."""
-
-import json
+"""The readiness gate's assembly of LiteLLM's config (sparkstack_host.routes): local
+routes only for ready backends, profiles without one go straight to the cloud."""
 
 import pytest
+from sparkstack_host import routes
+from sparkstack_host.contract import Backend, Layout, RoutesPlan
 
-from checks import routes
 from sparkstack.fleet import Fleet
-from sparkstack.render import litellm_routes, template
+from sparkstack.render import template
+from sparkstack.services.litellm import routes_plan
 from sparkstack.settings import validate_inventory
 
 TWO_SPARKS = {"a": {"address": "10.0.0.1", "cloud_api_key": "k"},
@@ -19,7 +19,7 @@ TWO_SPARKS = {"a": {"address": "10.0.0.1", "cloud_api_key": "k"},
 @pytest.fixture
 def plan():
     fleet = Fleet(validate_inventory(TWO_SPARKS))
-    return litellm_routes(fleet["a"], fleet)
+    return routes_plan(fleet["a"], fleet)
 
 
 def names_and_bases(config: dict) -> dict[str, list[str]]:
@@ -31,18 +31,19 @@ def names_and_bases(config: dict) -> dict[str, list[str]]:
 
 
 def test_plan_names_every_backend_with_what_its_probe_expects(plan):
-    assert plan["backends"] == {
-        "a:8000": {"url": "http://127.0.0.1:8000", "served_name": "qwen3-4b",
-                   "model": "qwen3-4b", "max_model_len": 32768, "local": True},
-        "a:8001": {"url": "http://127.0.0.1:8001", "served_name": "qwen3-coder-30b",
-                   "model": "qwen3-coder-30b", "max_model_len": 65536, "local": True},
-        "b:8000": {"url": "http://10.0.0.2:8000", "served_name": "qwen3-4b",
-                   "model": "qwen3-4b", "max_model_len": 32768, "local": False}}
-    assert set(plan["standby"]) == {"fast", "expert", "code", "claude-*"}
+    assert plan.backends == {
+        "a:8000": Backend("http://127.0.0.1:8000", "qwen3-4b", 32768, local=True),
+        "a:8001": Backend("http://127.0.0.1:8001", "qwen3-coder-30b", 65536, local=True),
+        "b:8000": Backend("http://10.0.0.2:8000", "qwen3-4b", 32768, local=False)}
+    assert set(plan.standby) == {"fast", "expert", "code", "claude-*"}
+
+
+def test_the_plan_survives_its_file_format(plan):
+    assert RoutesPlan.from_json(plan.to_json()) == plan
 
 
 def test_all_ready_is_the_full_config(plan):
-    assert routes.assemble(plan, set(plan["backends"])) == plan["config"]
+    assert routes.assemble(plan, set(plan.backends)) == plan.config
 
 
 def test_nothing_ready_sends_every_local_profile_to_its_cloud_model(plan):
@@ -75,42 +76,51 @@ def test_config_written_by_the_gate_is_yaml_and_tells_what_is_routed(plan, tmp_p
     assert routes.local_routes(routes.read_config(path)) == {("fast", "a:8000")}
 
 
+def layout_in(tmp_path) -> Layout:
+    return Layout(install_root=str(tmp_path / "opt"), config_root=str(tmp_path / "etc"),
+                  state_root=str(tmp_path / "var"), runtime_dir=str(tmp_path / "run"))
+
+
 def test_gate_without_a_plan_changes_nothing(tmp_path):
     lines = []
-    assert routes.gate(tmp_path / "routes.json", log=lines.append) is False
+    assert routes.gate(layout_in(tmp_path), log=lines.append) is False
     assert "nothing to do" in lines[0]
     assert list(tmp_path.iterdir()) == []
 
 
 def test_gate_writes_only_ready_routes_and_keeps_a_drained_model_out(plan, tmp_path,
                                                                      monkeypatch):
-    (tmp_path / "routes.json").write_text(json.dumps(plan))
-    (tmp_path / "secrets.env").write_text('VLLM_API_KEY="k"\n')
-    monkeypatch.setattr(routes, "DRAINED", tmp_path / "run" / "drained")
+    layout = layout_in(tmp_path)
+    conf = tmp_path / "etc" / "litellm"
+    conf.mkdir(parents=True)
+    (conf / "routes.json").write_text(plan.to_json())
+    (conf / "secrets.env").write_text('VLLM_API_KEY="k"\n')
     answering = {"http://127.0.0.1:8000", "http://10.0.0.2:8000"}
     monkeypatch.setattr(routes, "probe", lambda url, *a, **k: type(
         "R", (), {"ready": url in answering, "state": "loading", "detail": "port closed"}))
     lines = []
-    assert routes.gate(tmp_path / "routes.json", log=lines.append)
-    assert routes.routed_backends(tmp_path / "config.yaml") == {"a:8000", "b:8000"}
+    config = conf / "config.yaml"
+    assert routes.gate(layout, log=lines.append)
+    assert routes.routed_backends(config) == {"a:8000", "b:8000"}
     assert "routes: a:8001: not routed, loading (port closed)" in lines
     # drained: out although it still answers, until its unit starts again
-    routes.gate(tmp_path / "routes.json", drain="qwen3-4b", log=lines.append)
-    assert routes.routed_backends(tmp_path / "config.yaml") == {"b:8000"}
-    routes.gate(tmp_path / "routes.json", log=lines.append)
-    assert routes.routed_backends(tmp_path / "config.yaml") == {"b:8000"}
-    assert routes.gate(tmp_path / "routes.json", undrain="qwen3-4b", log=lines.append)
-    assert routes.routed_backends(tmp_path / "config.yaml") == {"a:8000", "b:8000"}
-    assert routes.gate(tmp_path / "routes.json", log=lines.append) is False
+    routes.gate(layout, drain="qwen3-4b", log=lines.append)
+    assert routes.routed_backends(config) == {"b:8000"}
+    assert (tmp_path / "run" / "drained" / "qwen3-4b").exists()
+    routes.gate(layout, log=lines.append)
+    assert routes.routed_backends(config) == {"b:8000"}
+    assert routes.gate(layout, undrain="qwen3-4b", log=lines.append)
+    assert routes.routed_backends(config) == {"a:8000", "b:8000"}
+    assert routes.gate(layout, log=lines.append) is False
 
 
 def test_vllm_units_gate_litellm_routes_only_where_litellm_runs():
-    host = validate_inventory({"s": {}})[0]
-    common = dict(s=host, model=host.models[0], state_dir="/v", venv="/opt/v",
-                  secrets_env="/e", environment={}, args=["serve", "m"],
-                  health_host="127.0.0.1", wait_script="/w")
-    gated = template("vllm/vllm-model.service.j2", routes_command="/r", **common)
-    assert "ExecStartPost=-+/r --undrain qwen3-4b --apply" in gated
-    assert "ExecStop=-+/r --drain qwen3-4b --apply" in gated
-    plain = template("vllm/vllm-model.service.j2", routes_command="", **common)
+    host = validate_inventory({"s": {"config_root": "/srv/etc"}})[0]
+    common = dict(s=host, layout=host.layout, model=host.models[0], state_dir="/v",
+                  venv="/opt/v", secrets_env="/e", environment={}, args=["serve", "m"],
+                  health_url="http://127.0.0.1:8000/health", wait_ready="/w")
+    gated = template("vllm/vllm-model.service.j2", gate="/r", **common)
+    assert "ExecStartPost=-+/r --config-root /srv/etc --undrain qwen3-4b --apply" in gated
+    assert "ExecStop=-+/r --config-root /srv/etc --drain qwen3-4b --apply" in gated
+    plain = template("vllm/vllm-model.service.j2", gate="", **common)
     assert "/r" not in plain and "ExecStop=" not in plain

@@ -1,35 +1,56 @@
-"""What every Spark needs before any service: trusted CAs, proxies, pip settings."""
+"""What every Spark needs before any service (trusted CAs, proxies, pip settings, the
+host package, the manifest), and the Service helper every service deploys with."""
 
-import json
+from __future__ import annotations
+
 from dataclasses import dataclass
 from io import StringIO
 
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import server
+from sparkstack_host.contract import (
+    UNIT_DIR,
+    WAIT_READY,
+    Layout,
+    Manifest,
+    ManifestModel,
+    write_env_file,
+)
 
 from ..fleet import Fleet
-from ..operations import unit_running, venv_install
-from ..render import ca_file_name, env_file, pip_conf, pip_constraints, template, unit_name
-from ..settings import REPO_ROOT, HostSettings, resolve_controller_path
+from ..host_package import wheel
+from ..operations import (
+    deb_packages,
+    ensure_dir,
+    put_file,
+    system_user,
+    unit_running,
+    venv_install,
+    wheel_install,
+)
+from ..render import ca_file_name, pip_conf, pip_constraints, template
+from ..settings import HostSettings, resolve_controller_path
 
 
-def manifest(s: HostSettings, fleet: Fleet) -> dict:
-    """What this host runs, for the checks on the host (no secrets)."""
+def manifest(s: HostSettings, fleet: Fleet) -> Manifest:
+    """What this host runs, for the programs on the host and for later deploys (no
+    secrets)."""
     bind = fleet.vllm_bind_address(s)
-    return {"host": s.name, "roles": s.roles,
-            "models": [{"name": m["name"], "port": m["port"], "address": bind,
-                        "max_model_len": m["max_model_len"],
-                        "unit": f"{unit_name(m)}.service"} for m in s.models],
-            "postgres_port": s["postgres_port"], "litellm_port": s["litellm_port"],
-            "litellm_address": s["litellm_bind_address"],
-            "openwebui_port": s["openwebui_port"],
-            "openwebui_address": s["openwebui_bind_address"],
-            "config_root": s["config_root"]}
+    return Manifest(
+        host=s.name, roles=s.roles, layout=s.layout,
+        models=[ManifestModel(name=m["name"], model=m["model"], port=m["port"],
+                              address=bind, max_model_len=m["max_model_len"],
+                              gpu_memory_utilization=m["gpu_memory_utilization"])
+                for m in s.models],
+        postgres_port=s["postgres_port"], litellm_address=s["litellm_bind_address"],
+        litellm_port=s["litellm_port"], openwebui_address=s["openwebui_bind_address"],
+        openwebui_port=s["openwebui_port"])
 
 
-def deploy(s: HostSettings, fleet: Fleet) -> None:
+def deploy(s: HostSettings, fleet: Fleet):
+    """Prepare the host; returns the operation installing the host package."""
     ca_changed = False
     for i, path in enumerate(s["extra_ca_certificates"]):
-        op = files.put(name=f"Trust extra CA certificate {path}",
+        op = put_file(name=f"Trust extra CA certificate {path}",
                        src=str(resolve_controller_path(path)),
                        dest=f"/usr/local/share/ca-certificates/{ca_file_name(path, i)}",
                        user="root", group="root", mode="644")
@@ -37,26 +58,34 @@ def deploy(s: HostSettings, fleet: Fleet) -> None:
     if ca_changed:
         server.shell(name="Rebuild the CA bundle", commands=["update-ca-certificates"])
 
-    files.put(name="Configure apt's proxy",
+    put_file(name="Configure apt's proxy",
               src=StringIO(template("base/apt-proxy.conf.j2", s=s)),
               dest="/etc/apt/apt.conf.d/80sparkstack-proxy", mode="644")
-    apt.packages(name="Install Python venv support and sudo",
-                 packages=["python3-venv", "sudo"], update=True, cache_time=86400)
+    deb_packages(name="Install Python venv support and sudo",
+                 packages=["python3-venv", "sudo"])
 
-    root = s["install_root"]
-    files.directory(name=f"Create {root}", path=root, mode="755")
+    layout = s.layout
+    ensure_dir(name=f"Create {layout.install_root}", path=layout.install_root, mode="755")
     # root-only: a proxy URL may carry credentials (pip runs as root)
-    files.put(name="Write pip settings for sparkstack's venvs", src=StringIO(pip_conf(s)),
-              dest=f"{root}/pip.conf", mode="600")
-    files.put(name="Write pip constraints for sparkstack's venvs",
-              src=StringIO(pip_constraints(s)), dest=f"{root}/pip-constraints.txt",
-              mode="644")
-    files.put(name="Describe this host's services for the checks",
-              src=StringIO(json.dumps(manifest(s, fleet), indent=1, sort_keys=True) + "\n"),
-              dest=f"{s['config_root']}/manifest.json", mode="644")
-    files.put(name="Install the readiness waiter used by the units",
-              src=str(REPO_ROOT / "files" / "wait-http-ready"),
-              dest=f"{root}/bin/wait-http-ready", mode="755")
+    put_file(name="Write pip settings for sparkstack's venvs", src=StringIO(pip_conf(s)),
+             dest=layout.pip_conf, mode="600")
+    put_file(name="Write pip constraints for sparkstack's venvs",
+             src=StringIO(pip_constraints(s)), dest=layout.pip_constraints, mode="644")
+    put_file(name="Describe this host's services (manifest)",
+             src=StringIO(manifest(s, fleet).to_json()), dest=layout.manifest, mode="644")
+    return install_host_package(layout, layout.host_venv, extras="checks")
+
+
+def install_host_package(layout: Layout, venv: str, extras: str = ""):
+    """The host package's wheel into `venv` (the host venv with its checks' pinned
+    dependencies; LiteLLM's venv without them, for its launcher)."""
+    built = wheel()
+    dest = f"{layout.host_wheels}/{built.name}"
+    put_file(name=f"Upload the host package {built.name}", src=str(built.path), dest=dest,
+             mode="644")
+    return wheel_install(name=f"Install the host package into {venv}", venv=venv,
+                         wheel=dest, sha256=built.sha256, pip_conf=layout.pip_conf,
+                         extras=extras)
 
 
 @dataclass(frozen=True)
@@ -68,54 +97,54 @@ class Service:
     s: HostSettings
 
     @property
+    def layout(self) -> Layout:
+        return self.s.layout
+
+    @property
     def state_dir(self) -> str:
-        return f"{self.s['state_root']}/{self.name}"
+        return self.layout.state_dir(self.name)
 
     @property
     def venv(self) -> str:
-        return f"{self.s['install_root']}/{self.name}/venv"
+        return self.layout.venv(self.name)
 
     @property
     def conf_dir(self) -> str:
-        return f"{self.s['config_root']}/{self.name}"
+        return self.layout.conf_dir(self.name)
 
     @property
     def secrets_env(self) -> str:
-        return f"{self.conf_dir}/secrets.env"
-
-    @property
-    def wait_script(self) -> str:
-        return f"{self.s['install_root']}/bin/wait-http-ready"
+        return self.layout.secrets_env(self.name)
 
 
 def prepare(s: HostSettings, name: str, user: str) -> Service:
     """Create the service's system user and its state folder."""
     svc = Service(name, user, s)
-    server.user(name=f"Create system user {user}", user=user, system=True,
-                home=svc.state_dir, shell="/usr/sbin/nologin", create_home=False)
-    files.directory(name=f"Create {svc.state_dir} for {user}", path=svc.state_dir,
-                    user=user, group=user, mode="750")
+    system_user(name=f"Create system user {user}", user=user, home=svc.state_dir)
+    ensure_dir(name=f"Create {svc.state_dir} for {user}", path=svc.state_dir, user=user,
+               group=user, mode="750")
     return svc
 
 
 def install(svc: Service, label: str, requirements: str):
     return venv_install(name=f"Install {label}", venv=svc.venv, requirements=requirements,
-                        pip_conf=f"{svc.s['install_root']}/pip.conf",
+                        pip_conf=svc.layout.pip_conf,
                         constraints="\n".join(svc.s["pip_constraints"]))
 
 
 def write_secrets(svc: Service, label: str, values: dict[str, str]):
-    return files.put(name=f"Write {label} secrets (root-only)", src=StringIO(env_file(values)),
-                     dest=svc.secrets_env, user="root", group="root", mode="600")
+    return put_file(name=f"Write {label} secrets (root-only)",
+                    src=StringIO(write_env_file(values)), dest=svc.secrets_env,
+                    user="root", group="root", mode="600")
 
 
 def write_unit(svc: Service, unit: str, template_name: str, **context):
-    return files.put(
+    return put_file(
         name=f"Write unit {unit}",
-        src=StringIO(template(template_name, s=svc.s, venv=svc.venv,
+        src=StringIO(template(template_name, s=svc.s, layout=svc.layout, venv=svc.venv,
                               state_dir=svc.state_dir, secrets_env=svc.secrets_env,
-                              wait_script=svc.wait_script, **context)),
-        dest=f"/etc/systemd/system/{unit}", mode="644")
+                              wait_ready=svc.layout.host_program(WAIT_READY), **context)),
+        dest=f"{UNIT_DIR}/{unit}", mode="644")
 
 
 def run_unit(unit: str, label: str, unit_file, restart_on: list) -> None:
@@ -128,8 +157,3 @@ def run_unit(unit: str, label: str, unit_file, restart_on: list) -> None:
 def activate(svc: Service, unit: str, template_name: str, label: str, restart_on: list,
              **context) -> None:
     run_unit(unit, label, write_unit(svc, unit, template_name, **context), restart_on)
-
-
-def loopback_for(bind: str) -> str:
-    """Where a check on the host itself reaches a service bound to `bind`."""
-    return "127.0.0.1" if bind in ("0.0.0.0", "127.0.0.1") else bind

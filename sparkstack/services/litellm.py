@@ -1,22 +1,134 @@
 """LiteLLM proxy: profiles, claude-* aliases, cloud fallbacks, load balancing, and the
-readiness gate that adds a local route only once its model is ready."""
+readiness gate that adds a local route only once its model is ready.
 
-import json
+The deploy writes the gate's plan (`routes.json`, `contract.RoutesPlan`); the gate on
+the host (`sparkstack-routes`) writes LiteLLM's config.yaml from it with the ready
+routes only, and LiteLLM's launcher (`sparkstack-litellm-serve`, this package installed
+into LiteLLM's venv) takes new routes in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
 from io import StringIO
 
-from pyinfra.operations import files, server
+from pyinfra import host
+from pyinfra.api import operation
+from pyinfra.operations import server
+from sparkstack_host.contract import (
+    BACKEND_KEY,
+    GATE,
+    LITELLM_SERVE,
+    LITELLM_SOCKET,
+    LITELLM_UNIT,
+    ROUTES_TIMER,
+    ROUTES_UNIT,
+    UNIT_DIR,
+    Backend,
+    RoutesPlan,
+    local_url,
+)
+from sparkstack_host.routes import assemble, render
 
-from checks.routes import assemble, render
 from ..fleet import Fleet
-from ..operations import routes_current, unit_running
-from ..render import cloud_api_key, litellm_routes, proxy_environment, template
-from ..settings import REPO_ROOT, HostSettings
-from .base import Service, install, loopback_for, prepare, run_unit, write_secrets, write_unit
-from .checks import routes_command
+from ..host_facts import snapshot
+from ..operations import put_file, unit_running
+from ..render import proxy_environment, template
+from ..settings import HostSettings
+from .base import (
+    install,
+    install_host_package,
+    prepare,
+    run_unit,
+    write_secrets,
+    write_unit,
+)
 from .postgres import database_url
 
-UNIT = "sparkstack-litellm.service"
-SOCKET = "sparkstack-litellm.socket"
+
+def cloud_api_key(s: HostSettings) -> str:
+    return s["cloud_api_key"] or os.environ.get("OPENROUTER_API_KEY", "")
+
+
+def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
+    """The readiness gate's plan: LiteLLM's config with every local route, how to probe
+    each route's backend, and each profile's cloud-only entry for while none of its
+    local models is ready. Secrets are `os.environ/` references to the unit's 0600
+    environment file."""
+    cloud_ok = bool(cloud_api_key(s))
+    model_list: list[dict] = []
+    fallbacks: list[dict] = []
+    served_profiles: list[str] = []
+    backends: dict[str, Backend] = {}
+    standby: dict[str, dict] = {}
+
+    def local_entries(name: str, profile: dict) -> list[dict]:
+        entries = []
+        for served in profile.get("local", []):
+            for r in fleet.replicas_of(served, s):
+                backends[r.id] = Backend(url=r.url, served_name=served,
+                                         max_model_len=r.max_model_len,
+                                         local=r.host == s.name)
+                entries.append({
+                    "model_name": name,
+                    "litellm_params": {"model": f"hosted_vllm/{served}",
+                                       "api_base": r.api_base,
+                                       "api_key": "os.environ/VLLM_API_KEY"},
+                    "model_info": {"id": f"{name}@{r.id}", "sparkstack_host": r.host,
+                                   BACKEND_KEY: r.id},
+                })
+        return entries
+
+    def cloud_entry(name: str, model: str) -> dict:
+        return {"model_name": name,
+                "litellm_params": {"model": model, "api_base": s["cloud_api_base"],
+                                   "api_key": "os.environ/CLOUD_API_KEY"},
+                "model_info": {"id": f"{name}@cloud"}}
+
+    def add_profile(name: str, profile: dict, fallback_of: str | None = None) -> None:
+        local = local_entries(name, profile)
+        cloud = profile.get("cloud", "")
+        fallback_group = f"{fallback_of or name}-cloud-fallback"
+        if local:
+            model_list.extend(local)
+            if cloud and cloud_ok:
+                if fallback_of is None:
+                    model_list.append(cloud_entry(fallback_group, cloud))
+                fallbacks.append({name: [fallback_group]})
+                standby[name] = cloud_entry(name, cloud)
+            served_profiles.append(name)
+        elif cloud and cloud_ok:
+            model_list.append(cloud_entry(name, cloud))
+            served_profiles.append(name)
+
+    for name, profile in s["profiles"].items():
+        add_profile(name, profile)
+    # Aliases (e.g. claude-*) get the target profile's backends and its fallback group.
+    for alias, target in s["litellm_model_aliases"].items():
+        if target in served_profiles:
+            add_profile(alias, s["profiles"][target], fallback_of=target)
+
+    general = {"master_key": "os.environ/LITELLM_MASTER_KEY"}
+    if s["litellm_request_log"]:
+        general["database_url"] = "os.environ/DATABASE_URL"
+    else:
+        general["disable_spend_logs"] = True
+    config = {
+        "model_list": model_list,
+        "router_settings": {
+            "routing_strategy": "simple-shuffle",
+            "num_retries": s["litellm_num_retries"],
+            "timeout": s["litellm_timeout"],
+            "cooldown_time": s["litellm_cooldown_time"],
+            "allowed_fails": 1,
+            "fallbacks": fallbacks,
+        },
+        "litellm_settings": {"drop_params": True, "request_timeout": s["litellm_timeout"]},
+        "general_settings": general,
+    }
+    return RoutesPlan(config=config, backends=backends, standby=standby,
+                      drain_timeout=s["litellm_timeout"])
 
 
 def secret_environment(s: HostSettings, fleet: Fleet, secrets: dict) -> dict[str, str]:
@@ -34,58 +146,67 @@ def secret_environment(s: HostSettings, fleet: Fleet, secrets: dict) -> dict[str
     return env
 
 
-def plan_path(svc: Service) -> str:
-    return f"{svc.conf_dir}/routes.json"
+def url(s: HostSettings) -> str:
+    """Where clients on this host reach LiteLLM (Open WebUI, the health checks)."""
+    return local_url(s["litellm_bind_address"], s["litellm_port"])
 
 
 def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
     svc = prepare(s, "litellm", s["litellm_user"])
+    layout = s.layout
     reqs = f"litellm[proxy]=={s['litellm_version']}\n"
     if s["litellm_request_log"]:
         reqs += "prisma\n"  # LiteLLM's request log in Postgres goes through Prisma
     venv = install(svc, f"LiteLLM {s['litellm_version']}", reqs)
-    serve = files.put(name="Install LiteLLM's socket-activated launcher",
-                      src=str(REPO_ROOT / "files" / "litellm-serve"),
-                      dest=f"{s['install_root']}/bin/litellm-serve", mode="755")
-    # The plan: every local route; the gate (checks/routes.py) writes config.yaml from it.
-    plan = files.put(name="Write LiteLLM's routes (profiles, aliases, fallbacks)",
-                     src=StringIO(json.dumps(litellm_routes(s, fleet), indent=1,
-                                             sort_keys=True) + "\n"),
-                     dest=plan_path(svc), user="root", group=svc.user, mode="640")
+    # its launcher runs in LiteLLM's process: a changed host package restarts LiteLLM
+    launcher = install_host_package(layout, svc.venv)
+    plan = put_file(name="Write LiteLLM's routes (profiles, aliases, fallbacks)",
+                    src=StringIO(routes_plan(s, fleet).to_json()),
+                    dest=layout.routes_plan, user="root", group=svc.user, mode="640")
     env = write_secrets(svc, "LiteLLM", secret_environment(s, fleet, secrets))
-    socket_file = files.put(name=f"Write unit {SOCKET}",
-                            src=StringIO(template("litellm/litellm.socket.j2", s=s)),
-                            dest=f"/etc/systemd/system/{SOCKET}", mode="644")
-    unit_file = write_unit(svc, UNIT, "litellm/litellm.service.j2",
-                           config=f"{svc.conf_dir}/config.yaml",
-                           routes_command=routes_command(s),
-                           serve_script=f"{s['install_root']}/bin/litellm-serve",
-                           health_host=loopback_for(s["litellm_bind_address"]))
+    socket_file = put_file(name=f"Write unit {LITELLM_SOCKET}",
+                           src=StringIO(template("litellm/litellm.socket.j2", s=s)),
+                           dest=f"{UNIT_DIR}/{LITELLM_SOCKET}", mode="644")
+    gate = layout.host_program(GATE)
+    unit_file = write_unit(svc, LITELLM_UNIT, "litellm/litellm.service.j2", gate=gate,
+                           socket_unit=LITELLM_SOCKET,
+                           serve=layout.host_program(LITELLM_SERVE, venv=svc.venv),
+                           health_url=f"{url(s)}/health/liveliness")
     if socket_file.will_change:
         # the socket takes over the port from a running LiteLLM (or moves it)
-        server.shell(name=f"Stop {UNIT} while its socket changes",
-                     commands=[f"systemctl stop {UNIT}"])
-    unit_running(name="Listen on LiteLLM's socket", unit=SOCKET,
+        server.shell(name=f"Stop {LITELLM_UNIT} while its socket changes",
+                     commands=[f"systemctl stop {LITELLM_UNIT}"])
+    unit_running(name="Listen on LiteLLM's socket", unit=LITELLM_SOCKET,
                  daemon_reload=socket_file.will_change, restarted=socket_file.will_change)
-    run_unit(UNIT, "Run LiteLLM", unit_file,
-             [venv, serve, plan, env, socket_file])
-    routes_unit = write_unit(svc, "sparkstack-litellm-routes.service",
-                       "litellm/litellm-routes.service.j2", routes_command=routes_command(s))
-    timer_file = files.put(name="Write unit sparkstack-litellm-routes.timer",
-                           src=StringIO(template("litellm/litellm-routes.timer.j2", s=s)),
-                           dest="/etc/systemd/system/sparkstack-litellm-routes.timer",
-                           mode="644")
-    unit_running(name="Re-check routes on a timer", unit="sparkstack-litellm-routes.timer",
+    run_unit(LITELLM_UNIT, "Run LiteLLM", unit_file, [venv, launcher, plan, env, socket_file])
+    routes_unit = write_unit(svc, ROUTES_UNIT, "litellm/litellm-routes.service.j2",
+                             gate=gate, litellm_unit=LITELLM_UNIT)
+    timer_file = put_file(name=f"Write unit {ROUTES_TIMER}",
+                          src=StringIO(template("litellm/litellm-routes.timer.j2", s=s)),
+                          dest=f"{UNIT_DIR}/{ROUTES_TIMER}", mode="644")
+    unit_running(name="Re-check routes on a timer", unit=ROUTES_TIMER,
                  daemon_reload=routes_unit.will_change or timer_file.will_change,
                  restarted=timer_file.will_change)
+
+
+@operation()
+def routes_current(config: str, wanted: str, command: str):
+    """Run the readiness gate unless LiteLLM's config already routes to every model
+    (`wanted`); the gate itself decides what is ready when it runs."""
+    current = snapshot().file(config) or {}
+    if current.get("sha256") == hashlib.sha256(wanted.encode()).hexdigest():
+        host.noop("LiteLLM routes to every model")
+        return
+    yield command
 
 
 def route_ready_models(s: HostSettings, fleet: Fleet) -> None:
     """Last step of a deploy: once the models (on every Spark) had their chance to
     become ready, add their routes. Nothing to do when LiteLLM already routes to all."""
-    svc = Service("litellm", s["litellm_user"], s)
-    plan = litellm_routes(s, fleet)
+    plan = routes_plan(s, fleet)
+    layout = s.layout
     routes_current(name="Route profiles to the models that are ready",
-                   config=f"{svc.conf_dir}/config.yaml",
-                   wanted=render(assemble(plan, set(plan["backends"]))),
-                   command=f"{routes_command(s)} --apply")
+                   config=layout.litellm_config,
+                   wanted=render(assemble(plan, set(plan.backends))),
+                   command=f"{layout.host_program(GATE)} --config-root "
+                           f"{layout.config_root} --apply")

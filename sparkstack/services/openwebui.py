@@ -1,18 +1,20 @@
 """Open WebUI fronting LiteLLM, its data in Postgres, offline-safe settings."""
 
-from pyinfra.operations import files
+from sparkstack_host.contract import LITELLM_UNIT, OPENWEBUI_UNIT, local_url
 
 from ..fleet import Fleet
+from ..operations import ensure_dir
 from ..render import proxy_environment
 from ..settings import HostSettings
-from .base import activate, install, loopback_for, prepare, write_secrets
+from . import litellm
+from .base import activate, install, prepare, write_secrets
 from .postgres import database_url
 
 
 def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
     svc = prepare(s, "openwebui", s["openwebui_user"])
-    files.directory(name="Create Open WebUI's data folder", path=f"{svc.state_dir}/data",
-                    user=svc.user, group=svc.user, mode="750")
+    ensure_dir(name="Create Open WebUI's data folder", path=f"{svc.state_dir}/data",
+               user=svc.user, group=svc.user, mode="750")
     # The [postgres] extra brings psycopg2, which Open WebUI's Postgres engine needs.
     venv = install(svc, f"Open WebUI {s['openwebui_version']}",
                    f"open-webui[postgres]=={s['openwebui_version']}\n")
@@ -24,6 +26,7 @@ def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
         "RAG_OPENAI_API_KEY": secrets["litellm_master_key"],
         **proxy_environment(s, fleet),
     })
-    activate(svc, "sparkstack-openwebui.service", "openwebui/openwebui.service.j2",
-             "Run Open WebUI", restart_on=[venv, env],
-             health_host=loopback_for(s["openwebui_bind_address"]))
+    health = local_url(s["openwebui_bind_address"], s["openwebui_port"])
+    activate(svc, OPENWEBUI_UNIT, "openwebui/openwebui.service.j2", "Run Open WebUI",
+             restart_on=[venv, env], litellm_url=litellm.url(s),
+             litellm_unit=LITELLM_UNIT, health_url=f"{health}/health")

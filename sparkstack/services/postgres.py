@@ -4,26 +4,38 @@ role per consumer (LiteLLM, Open WebUI) with generated passwords."""
 from io import StringIO
 
 from pyinfra import host
+from pyinfra.api import operation
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import apt, files, systemd
+from sparkstack_host.contract import POSTGRES_UNIT
 
-from ..operations import postgres_apply
+from ..host_facts import snapshot
+from ..operations import deb_packages, put_file, unit_running
 from ..render import template
-from ..settings import HostSettings
+from ..settings import REPO_ROOT, HostSettings
 
 # The PostgreSQL major version each supported distribution ships.
 PACKAGED_VERSIONS = {("debian", 12): 15, ("debian", 13): 17,
                      ("ubuntu", 22): 14, ("ubuntu", 24): 16}
+CONSUMERS = ("litellm", "openwebui")
+
+
+@operation()
+def postgres_apply(sql_file: str, roles: list[str], databases: list[str],
+                   sql_changed: bool):
+    """Run the root-only SQL file as the postgres superuser when it changed or when a
+    role or database it creates is missing. Passwords stay in the file, never in a
+    command line."""
+    present = set(snapshot().postgres_objects or [])
+    wanted = {f"role:{r}" for r in roles} | {f"db:{d}" for d in databases}
+    if not sql_changed and wanted <= present:
+        host.noop("PostgreSQL roles and databases are in place")
+        return
+    yield f"cd / && sudo -u postgres psql -X -q -d postgres < {sql_file}"
 
 
 def consumers(s: HostSettings, secrets: dict) -> list[dict]:
-    out = []
-    for role in ("litellm", "openwebui"):
-        if s.has(role):
-            out.append({"role": role, "database": role,
-                        "password": secrets[f"postgres_{role}_password"]})
-    return out
+    return [{"role": role, "database": role, "password": secrets[f"postgres_{role}_password"]}
+            for role in CONSUMERS if s.has(role)]
 
 
 def database_url(s: HostSettings, secrets: dict, consumer: str) -> str:
@@ -32,32 +44,31 @@ def database_url(s: HostSettings, secrets: dict, consumer: str) -> str:
 
 
 def deploy(s: HostSettings, secrets: dict) -> None:
-    dist = host.get_fact(LinuxDistribution)
-    key = ((dist.get("name") or "").lower(), dist.get("major"))
-    version = PACKAGED_VERSIONS.get(key)
+    distribution = snapshot().distribution
+    version = PACKAGED_VERSIONS.get(distribution)
     if version is None:
-        raise PyinfraError(f"host {s.name}: {dist.get('name')} {dist.get('major')} is not "
+        raise PyinfraError(f"host {s.name}: {' '.join(map(str, distribution))} is not "
                            "supported for the postgres role; supported: Debian 12/13, "
                            "Ubuntu 22.04/24.04 (DGX OS)")
-    apt.packages(name="Install PostgreSQL", packages=["postgresql"])
+    deb_packages(name="Install PostgreSQL", packages=["postgresql"])
     etc = f"/etc/postgresql/{version}/main"
-    conf = files.put(name="Configure PostgreSQL: localhost, scram-sha-256",
-                     src=StringIO(template("postgres/sparkstack.conf.j2", s=s)),
-                     dest=f"{etc}/conf.d/sparkstack.conf", user="postgres",
-                     group="postgres", mode="644")
-    hba = files.put(name="Configure PostgreSQL client authentication",
-                    src=StringIO(template("postgres/pg_hba.conf.j2", s=s)),
-                    dest=f"{etc}/pg_hba.conf", user="postgres", group="postgres",
-                    mode="640")
-    systemd.service(name="Run PostgreSQL", service="postgresql.service", running=True,
-                    enabled=True, restarted=conf.will_change or hba.will_change)
+    conf = put_file(name="Configure PostgreSQL: localhost, scram-sha-256",
+                    src=StringIO(template("postgres/sparkstack.conf.j2", s=s)),
+                    dest=f"{etc}/conf.d/sparkstack.conf", user="postgres",
+                    group="postgres", mode="644")
+    hba = put_file(name="Configure PostgreSQL client authentication",
+                   src=str(REPO_ROOT / "files" / "postgres" / "pg_hba.conf"),
+                   dest=f"{etc}/pg_hba.conf", user="postgres", group="postgres",
+                   mode="640")
+    unit_running(name="Run PostgreSQL", unit=POSTGRES_UNIT,
+                 restarted=conf.will_change or hba.will_change)
     wanted = consumers(s, secrets)
     if not wanted:
         return
-    sql_file = f"{s['config_root']}/postgres/roles.sql"
-    sql = files.put(name="Write PostgreSQL roles and databases (root-only)",
-                    src=StringIO(template("postgres/roles.sql.j2", consumers=wanted)),
-                    dest=sql_file, user="root", group="root", mode="600")
+    sql_file = f"{s.layout.conf_dir('postgres')}/roles.sql"
+    sql = put_file(name="Write PostgreSQL roles and databases (root-only)",
+                   src=StringIO(template("postgres/roles.sql.j2", consumers=wanted)),
+                   dest=sql_file, user="root", group="root", mode="600")
     postgres_apply(name="Create the LiteLLM / Open WebUI roles and databases",
                    sql_file=sql_file, roles=[c["role"] for c in wanted],
                    databases=[c["database"] for c in wanted],

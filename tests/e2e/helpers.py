@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.simspark.fleet import SSH_KEY, SimHost, ssh
+from sparkstack.simulated.fleet import SSH_KEY, SimHost, ssh
 
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from sparkstack.simulated import fleet
+from sparkstack.simulated.fleet import SSH_KEY, ssh
+from sparkstack.simulated.inventory import write_inventory
 from tests import fit_models as fm
 from tests.e2e.helpers import REPO, run_deploy, unit_starts
-from tests.simspark import fleet
-from tests.simspark.fleet import SSH_KEY, ssh
-from tests.simspark.inventory import write_inventory
 
 pytestmark = pytest.mark.e2e
 SPARKSTACK = str(Path(sys.executable).with_name("sparkstack"))
@@ -59,8 +59,7 @@ def pair(tmp_path_factory):
 
 
 def probe(host) -> tuple[int, str]:
-    r = ssh(host, "cd /opt/sparkstack/checks && venv/bin/python -m checks.gpu --json",
-            check=False)
+    r = ssh(host, "/opt/sparkstack/host/venv/bin/sparkstack-gpu --json", check=False)
     return r.returncode, r.stdout
 
 

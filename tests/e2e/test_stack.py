@@ -21,11 +21,11 @@ import httpx
 import openai
 import pytest
 
+from sparkstack.simulated import fleet
+from sparkstack.simulated.fleet import ssh
+from sparkstack.simulated.inventory import write_inventory
 from tests.doubles.cloud_standin import CloudStandin
 from tests.e2e.helpers import REPO, Tunnel, run_deploy, unit_starts
-from tests.simspark import fleet
-from tests.simspark.fleet import ssh
-from tests.simspark.inventory import write_inventory
 
 pytestmark = pytest.mark.e2e
 

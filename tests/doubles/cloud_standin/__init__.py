@@ -8,13 +8,10 @@ stand-in's request handling, accepting any model name as a cloud provider does.
 
 from __future__ import annotations
 
-import sys
 import threading
 from http.server import ThreadingHTTPServer
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vllm_standin"))
-from vllm_standin.server import StandinState, build_parser, make_handler  # noqa: E402
+from sparkstack.simulated.vllm_standin import StandinState, build_parser, make_handler
 
 
 class CloudStandin:

@@ -1,7 +1,7 @@
 """Is a served model ready for traffic?
 
-    python -m checks.ready http://127.0.0.1:8000 SERVED_NAME --max-model-len N
-                          [--api-key-env VLLM_API_KEY] [--unit UNIT] [--wait SECONDS]
+    sparkstack-ready http://127.0.0.1:8000 SERVED_NAME --max-model-len N
+                     [--api-key-env VLLM_API_KEY] [--unit UNIT] [--wait SECONDS]
 
 Ready means: /health answers 200, /v1/models lists the served name with the expected
 max_model_len, and a one-token completion is answered. While waiting it tells "loading"
@@ -108,7 +108,7 @@ def wait_ready(base_url: str, served_name: str, max_model_len: int | None, *,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m checks.ready")
+    p = argparse.ArgumentParser(prog="sparkstack-ready")
     p.add_argument("base_url")
     p.add_argument("served_name")
     p.add_argument("--max-model-len", type=int)

@@ -26,12 +26,12 @@ def sim_group_data(**overrides) -> dict:
         # hosts must trust (exactly what extra_ca_certificates is for).
         "extra_ca_certificates": sorted(glob.glob("/usr/local/share/ca-certificates/*.crt")),
         "pip_find_links": ["/opt/sparkstack-test-wheels"],
-        # Test double: no GPU here, so vLLM is the stand-in under tests/doubles.
+        # No GPU here, so vLLM is its stand-in (sparkstack/simulated/vllm_standin.py).
         "vllm_package": "vllm-standin==0.1.0",
         "vllm_extra_index_url": "",
         "vllm_environment": {"VLLM_STANDIN_LOAD_SECONDS": "2"},
-        # The simulated Sparks never contact huggingface.co; the fit test reads headers
-        # from the Hub stand-in (tests/doubles/hub_standin) through hf_endpoint.
+        # The simulated Sparks never contact huggingface.co (the tests point
+        # hf_endpoint at a Hub stand-in of their own where they need one).
         "fit_check_hub": False,
         # Prisma (behind LiteLLM's request log) downloads its engines from a site these
         # machines cannot reach.
@@ -56,7 +56,7 @@ def write_inventory(path: str | Path, hosts: list[SimHost], group_data: dict | N
         entries.append((h.name, data))
     group = sim_group_data(**(group_data or {}))
     path.write_text(
-        "# Simulated Sparks written by `python -m tests.simspark`; regenerated on each run.\n"
+        "# Simulated Sparks written by `python -m sparkstack.simulated`; regenerated on each run.\n"
         f"sparks = (\n{pprint.pformat(entries, indent=4)},\n"
         f"{pprint.pformat(group, indent=4)},\n)\n"
     )

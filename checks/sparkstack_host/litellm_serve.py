@@ -1,17 +1,17 @@
-#!/usr/bin/env python3
 """LiteLLM's launcher: serve the proxy on the socket systemd hands over, and take new
 routes without a restart.
 
-    litellm-serve [--graceful SECONDS]           ExecStart (socket activation)
-    litellm-serve --reload PID                   ExecReload: apply config.yaml's routes
+    sparkstack-litellm-serve [--graceful SECONDS]   ExecStart (socket activation)
+    sparkstack-litellm-serve --reload PID           ExecReload: apply config.yaml's routes
 
 systemd keeps the socket open while LiteLLM restarts, so clients connecting meanwhile
 wait in its queue instead of being refused; a stopping LiteLLM finishes the requests it
 has. On SIGHUP the running proxy re-reads the routes (model list and fallbacks) from
 config.yaml into its router, in place: nothing restarts, no connection drops. It then
 records the applied file's sha256 in $RUNTIME_DIRECTORY/applied, which `--reload` waits
-for, so `systemctl reload` returns once the routes are live. Runs with LiteLLM's venv
-Python; LiteLLM reads its config from CONFIG_FILE_PATH.
+for, so `systemctl reload` returns once the routes are live. Installed into LiteLLM's
+venv (this package without its extras) and run with its Python; LiteLLM reads its
+config from CONFIG_FILE_PATH.
 """
 import argparse
 import asyncio
@@ -25,8 +25,10 @@ import threading
 import time
 from pathlib import Path
 
+from .contract import LITELLM_SOCKET
+
 SD_LISTEN_FDS_START = 3
-log = logging.getLogger("litellm-serve")
+log = logging.getLogger("sparkstack-litellm-serve")
 
 
 def config_path() -> Path:
@@ -52,7 +54,7 @@ def apply_routes() -> None:
     router.update_settings(fallbacks=config.get("router_settings", {}).get("fallbacks", []))
     proxy_server.llm_model_list = router.get_model_list()
     applied_file().write_text(hashlib.sha256(data).hexdigest() + "\n")
-    log.warning("litellm-serve: routes reloaded: %s",
+    log.warning("sparkstack-litellm-serve: routes reloaded: %s",
                 ", ".join(sorted({d["model_info"]["id"] for d in router.get_model_list()})))
 
 
@@ -60,7 +62,7 @@ def try_apply() -> None:
     try:
         apply_routes()
     except Exception:  # keep serving the old routes; --reload times out and says so
-        log.exception("litellm-serve: reloading routes failed")
+        log.exception("sparkstack-litellm-serve: reloading routes failed")
 
 
 async def apply_when_asked(server, asked: threading.Event) -> None:
@@ -98,13 +100,13 @@ def reload(pid: int, timeout: float = 30) -> int:
         except FileNotFoundError:
             pass
         time.sleep(0.05)
-    print(f"litellm-serve: routes not applied within {timeout:.0f} s "
+    print(f"sparkstack-litellm-serve: routes not applied within {timeout:.0f} s "
           "(see this unit's log)", file=sys.stderr)
     return 1
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(prog="sparkstack-litellm-serve")
     p.add_argument("--graceful", type=int, default=600,
                    help="seconds a stopping LiteLLM may take to finish its requests")
     p.add_argument("--reload", type=int, metavar="PID",
@@ -113,7 +115,7 @@ def main() -> int:
     if args.reload:
         return reload(args.reload)
     if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
-        print("litellm-serve: no socket from systemd; start sparkstack-litellm.socket",
+        print(f"sparkstack-litellm-serve: no socket from systemd; start {LITELLM_SOCKET}",
               file=sys.stderr)
         return 2
     # a SIGHUP before LiteLLM has started is kept for later, never fatal

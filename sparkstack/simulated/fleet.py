@@ -1,4 +1,4 @@
-"""Simulated DGX Spark hosts (a test double for real Sparks).
+"""Simulated DGX Spark hosts, where no real Spark is at hand.
 
 Each host is a Debian systemd machine booted with systemd-nspawn on an overlay of one
 cached root filesystem, in its own network namespace with its own address on a private
@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ BASE_PACKAGES = (
 )
 BASE_ROOTFS = CACHE / f"rootfs-{SUITE}"
 SSH_KEY = CACHE / "ssh" / "id_ed25519"
-REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 STANDIN_WHEELS = CACHE / "standin-wheels"
 
 
@@ -100,40 +101,35 @@ def ensure_ssh_key() -> Path:
 
 def ensure_standin_wheels() -> Path:
     """Build the vLLM stand-in's wheel; hosts install it like any package from an index."""
-    src = REPO / "tests" / "doubles" / "vllm_standin"
+    sources = {HERE / "vllm_standin.py": "vllm_standin.py",
+               HERE / "vllm_standin.pyproject.toml": "pyproject.toml"}
     STANDIN_WHEELS.mkdir(parents=True, exist_ok=True)
     stamp = STANDIN_WHEELS / ".source-mtime"
-    newest = max(p.stat().st_mtime for p in src.rglob("*") if p.is_file())
+    newest = max(p.stat().st_mtime for p in sources)
     if stamp.exists() and float(stamp.read_text()) >= newest:
         return STANDIN_WHEELS
     for old in STANDIN_WHEELS.glob("*.whl"):
         old.unlink()
-    build_dir = Path(_mktemp_dir())
-    shutil.copytree(src, build_dir / "src")
-    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-         "-w", str(STANDIN_WHEELS), str(build_dir / "src"))
-    shutil.rmtree(build_dir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="simspark-") as tmp:
+        for src, name in sources.items():
+            shutil.copy(src, Path(tmp) / name)
+        _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+             "-w", str(STANDIN_WHEELS), tmp)
     stamp.write_text(str(newest))
     return STANDIN_WHEELS
 
 
-NVML_SOURCE = REPO / "tests" / "doubles" / "nvml_gb10" / "nvml_gb10.c"
+NVML_SOURCE = HERE / "nvml_gb10_standin.c"
 NVML_LIB = CACHE / "nvml-gb10" / "libnvidia-ml.so.1"
 
 
 def ensure_nvml_standin() -> Path:
-    """Compile the GB10-shaped NVML stand-in (a test double) when its source changed."""
+    """Compile the GB10-shaped NVML stand-in when its source changed."""
     if NVML_LIB.exists() and NVML_LIB.stat().st_mtime >= NVML_SOURCE.stat().st_mtime:
         return NVML_LIB
     NVML_LIB.parent.mkdir(parents=True, exist_ok=True)
     _run("cc", "-shared", "-fPIC", "-O2", "-Wall", "-o", str(NVML_LIB), str(NVML_SOURCE))
     return NVML_LIB
-
-
-def _mktemp_dir() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="simspark-")
 
 
 def ensure_network() -> None:

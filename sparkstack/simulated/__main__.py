@@ -1,8 +1,8 @@
 """Start and stop simulated Sparks and write an inventory for them.
 
-    python -m tests.simspark up [-n N] [--inventory PATH]
-    python -m tests.simspark down
-    python -m tests.simspark status
+    python -m sparkstack.simulated up [-n N] [--inventory PATH]
+    python -m sparkstack.simulated down
+    python -m sparkstack.simulated status
 """
 
 import argparse
@@ -13,7 +13,7 @@ from .inventory import write_inventory
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.simspark")
+    p = argparse.ArgumentParser(prog="python -m sparkstack.simulated")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="boot N fresh simulated Sparks")
     up.add_argument("-n", "--count", type=int, default=1)

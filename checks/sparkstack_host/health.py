@@ -1,6 +1,6 @@
 """Health of one Spark, checked on the Spark itself (as root):
 
-    /opt/sparkstack/checks/venv/bin/python -m checks.health [--json]
+    sparkstack-health [--config-root DIR] [--json]
 
 GPU probe, memory headroom, every sparkstack unit, each vLLM model's readiness,
 PostgreSQL, LiteLLM and Open WebUI endpoints, and one completion per LiteLLM profile in
@@ -23,7 +23,18 @@ import httpx
 import psutil
 
 from . import gpu, ready, routes
-from .envfile import read_env_file
+from .contract import (
+    DEFAULT_CONFIG_ROOT,
+    HEALTH,
+    LITELLM_UNIT,
+    OPENWEBUI_UNIT,
+    POSTGRES_UNIT,
+    Layout,
+    Manifest,
+    ManifestModel,
+    RoutesPlan,
+    load_env_file,
+)
 
 HEADROOM_GIB = 2.0
 
@@ -68,12 +79,11 @@ def check_unit(unit: str) -> tuple[bool, str, str]:
         "restores its configuration")
 
 
-def check_model(model: dict, key: str) -> tuple[bool, str, str]:
-    r = ready.probe(f"http://{_local(model['address'])}:{model['port']}", model["name"],
-                    model["max_model_len"], key, timeout=5)
+def check_model(model: ManifestModel, key: str) -> tuple[bool, str, str]:
+    r = ready.probe(model.url, model.name, model.max_model_len, key, timeout=5)
     advice = {"loading": "still loading: a first start compiles kernels for up to 30 min; "
-                         f"follow journalctl -u {model['unit']} -f",
-              "unhealthy": f"restart {model['unit']}; if it persists re-deploy"}
+                         f"follow journalctl -u {model.unit} -f",
+              "unhealthy": f"restart {model.unit}; if it persists re-deploy"}
     return r.ready, f"{r.state}: {r.detail}", advice.get(r.state, "")
 
 
@@ -103,19 +113,19 @@ def check_completion(base: str, key: str, profile: str, api: str) -> tuple[bool,
     ok = reply.status_code == 200
     detail = f"answered {reply.status_code}" + ("" if ok else f": {reply.text[:160]}")
     return ok, detail, ("check the profile's local models above and its cloud key; "
-                        "journalctl -u sparkstack-litellm -n 50")
+                        f"journalctl -u {LITELLM_UNIT} -n 50")
 
 
-def check_routes(root: Path) -> tuple[bool, str, str]:
+def check_routes(layout: Layout) -> tuple[bool, str, str]:
     """Does LiteLLM route to every model its plan names? A model that is not ready
     leaves its profiles on the cloud until the gate sees it ready."""
-    plan = json.loads((root / "litellm" / "routes.json").read_text())
-    local = routes.local_routes(routes.read_config(root / "litellm" / "config.yaml"))
+    plan = RoutesPlan.from_json(Path(layout.routes_plan).read_text())
+    local = routes.local_routes(routes.read_config(Path(layout.litellm_config)))
     routed = {backend for _, backend in local}
-    missing = sorted(set(plan["backends"]) - routed)
+    missing = sorted(set(plan.backends) - routed)
     if not missing:
         return True, f"all {len(routed)} model routes on", ""
-    profiles_off = sorted(set(plan["standby"]) - {profile for profile, _ in local})
+    profiles_off = sorted(set(plan.standby) - {profile for profile, _ in local})
     return (False, f"not routed (not ready): {', '.join(missing)}; on the cloud only: "
                    f"{', '.join(profiles_off) or 'none'}",
             "see the vllm checks of those hosts; the route comes back by itself within "
@@ -130,32 +140,26 @@ def profiles(base: str, key: str) -> list[str]:
                   if "*" not in m["id"] and not m["id"].endswith("-cloud-fallback"))
 
 
-def _local(address: str) -> str:
-    """Where a check on the host reaches a service bound to `address`."""
-    return "127.0.0.1" if address in ("0.0.0.0", "127.0.0.1") else address
-
-
-def run(config_root: str = "/etc/sparkstack") -> list[dict]:
-    root = Path(config_root)
-    manifest = json.loads((root / "manifest.json").read_text())
-    roles = manifest["roles"]
+def run(config_root: str = DEFAULT_CONFIG_ROOT) -> list[dict]:
+    manifest = Manifest.load(config_root)
+    layout, roles = manifest.layout, manifest.roles
     jobs: list[tuple[str, Callable]] = [("gpu", check_gpu), ("memory", check_memory)]
     units = []
     if "postgres" in roles:
-        units.append("postgresql.service")
-        jobs.append(("postgres", lambda: check_postgres(manifest["postgres_port"])))
+        units.append(POSTGRES_UNIT)
+        jobs.append(("postgres", lambda: check_postgres(manifest.postgres_port)))
     if "vllm" in roles:
-        key = read_env_file(root / "vllm" / "secrets.env")["VLLM_API_KEY"]
-        for m in manifest["models"]:
-            units.append(m["unit"])
-            jobs.append((f"vllm {m['name']}", lambda m=m: check_model(m, key)))
+        key = load_env_file(layout.secrets_env("vllm"))["VLLM_API_KEY"]
+        for m in manifest.models:
+            units.append(m.unit)
+            jobs.append((f"vllm {m.name}", lambda m=m: check_model(m, key)))
     if "litellm" in roles:
-        units.append("sparkstack-litellm.service")
-        base = f"http://{_local(manifest['litellm_address'])}:{manifest['litellm_port']}"
+        units.append(LITELLM_UNIT)
+        base = manifest.litellm_url
         jobs.append(("litellm", lambda: check_http(f"{base}/health/liveliness", "liveliness",
-                                                   "sparkstack-litellm")))
-        jobs.append(("litellm routes", lambda: check_routes(root)))
-        master = read_env_file(root / "litellm" / "secrets.env")["LITELLM_MASTER_KEY"]
+                                                   LITELLM_UNIT)))
+        jobs.append(("litellm routes", lambda: check_routes(layout)))
+        master = load_env_file(layout.secrets_env("litellm"))["LITELLM_MASTER_KEY"]
         try:
             names = profiles(base, master)
         except httpx.HTTPError:
@@ -165,19 +169,19 @@ def run(config_root: str = "/etc/sparkstack") -> list[dict]:
                 jobs.append((f"profile {p} ({api})",
                              lambda p=p, api=api: check_completion(base, master, p, api)))
     if "openwebui" in roles:
-        units.append("sparkstack-openwebui.service")
-        ow = f"http://{_local(manifest['openwebui_address'])}:{manifest['openwebui_port']}"
-        jobs.append(("openwebui", lambda: check_http(f"{ow}/health", "/health",
-                                                     "sparkstack-openwebui")))
+        units.append(OPENWEBUI_UNIT)
+        jobs.append(("openwebui", lambda: check_http(f"{manifest.openwebui_url}/health",
+                                                     "/health", OPENWEBUI_UNIT)))
     jobs[2:2] = [(f"unit {u}", lambda u=u: check_unit(u)) for u in units]
     with ThreadPoolExecutor(max_workers=16) as pool:
         return list(pool.map(lambda job: _result(*job), jobs))
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m checks.health")
+    p = argparse.ArgumentParser(prog=HEALTH)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--config-root", default="/etc/sparkstack")
+    p.add_argument("--config-root", default=DEFAULT_CONFIG_ROOT,
+                   help="the deploy's config_root (default %(default)s)")
     args = p.parse_args(argv)
     results = run(args.config_root)
     if args.json:

@@ -1,11 +1,11 @@
 /*
- * TEST DOUBLE: a GB10-shaped libnvidia-ml.so.1 for simulated Sparks.
+ * STAND-IN: a GB10-shaped libnvidia-ml.so.1 for simulated Sparks.
  *
  * ABI-compatible with the NVML entry points sparkstack's checks use (through
  * nvidia-ml-py), answering as a DGX Spark does: one "NVIDIA GB10", compute capability
  * 12.1, driver 580.95.05, CUDA 13.0, plausible temperature and power, and
  * NVML_ERROR_NOT_SUPPORTED for memory (unified memory has no NVML memory figures).
- * Built by the test setup: cc -shared -fPIC -o libnvidia-ml.so.1 nvml_gb10.c
+ * Built by the simulated fleet: cc -shared -fPIC -o libnvidia-ml.so.1 nvml_gb10_standin.c
  * NVML_STANDIN_TEMPERATURE / NVML_STANDIN_POWER_MW override the readings.
  */
 #include <stdlib.h>

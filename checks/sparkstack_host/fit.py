@@ -1,33 +1,28 @@
-"""Will a model fit? Weights from safetensors headers, KV cache from config.json.
+"""Will a model fit in a Spark's memory?
 
-    python -m checks.fit MODEL_DIR_OR_REPO [--max-model-len N] [--max-num-seqs N]
-                         [--gpu-memory-utilization X] [--kv-cache-dtype auto|fp8]
-                         [--hub https://huggingface.co] [--json]
+    sparkstack-fit MODEL_DIR_OR_REPO [--max-model-len N] [--max-num-seqs N]
+                   [--gpu-memory-utilization X] [--kv-cache-dtype auto|fp8]
+                   [--hub https://huggingface.co] [--json]
 
-Weights: `model.safetensors.index.json` (metadata.total_size) or the sum of the tensor
-byte ranges in every `*.safetensors` header, from a local folder, the Hugging Face
-cache, or (with --hub) the Hub itself: only the headers are read, with HTTP range
-requests, so a 60 GB model costs a few hundred kilobytes. KV cache per token: 2 x layers x KV heads x head dim x dtype bytes, or for MLA
-models (DeepSeek) one latent of kv_lora_rank + qk_rope_head_dim per layer. vLLM refuses
-to start unless one full `max_model_len` sequence fits beside the weights, activations
-and its runtime overhead; the budget is gpu_memory_utilization x total memory, and on
-unified memory that budget must also be free now (page cache counts as reclaimable).
-
-Standard library only (it also runs inside a pyinfra fact on a bare host).
+Weights as `fit_inputs` reads them (safetensors headers, locally or from the Hub by
+range requests). KV cache per token: 2 x layers x KV heads x head dim x dtype bytes, or
+for MLA models (DeepSeek) one latent of kv_lora_rank + qk_rope_head_dim per layer. vLLM
+refuses to start unless one full `max_model_len` sequence fits beside the weights,
+activations and its runtime overhead; the budget is gpu_memory_utilization x total
+memory, and on unified memory that budget must also be free now (page cache counts as
+reclaimable). The deploy runs the same estimate on the controller from the inputs
+`fit_inputs` gathered on the host.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import os
-import struct
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .fit_inputs import model_inputs
 
 GIB = 1024**3
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
@@ -35,92 +30,6 @@ KV_DTYPE_BYTES = {"fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
 RUNTIME_OVERHEAD = 1.5 * GIB   # CUDA context, CUDA graphs, allocator slack (vLLM profiles ~1-2 GiB)
 MAX_UTILIZATION = 0.95         # the most of the memory a model may be given
 BATCHED_TOKENS = 8192          # vLLM's default max_num_batched_tokens with chunked prefill
-
-
-def safetensors_header(path: str | Path) -> dict:
-    """The JSON header of a .safetensors file (8-byte little-endian length first)."""
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(length))
-
-
-def header_bytes(header: dict) -> int:
-    """Bytes of tensor data a header describes (packed 4-bit types included)."""
-    return sum(end - start for name, t in header.items() if name != "__metadata__"
-               for start, end in [t["data_offsets"]])
-
-
-def find_model_dir(model: str, hf_home: str | None = None) -> Path | None:
-    """A local folder, or the newest snapshot of a Hub repo in the Hugging Face cache."""
-    if os.path.isdir(model):
-        return Path(model)
-    hf_home = hf_home or os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface"))
-    snapshots = Path(hf_home) / "hub" / f"models--{model.replace('/', '--')}" / "snapshots"
-    found = sorted(snapshots.glob("*/config.json"), key=lambda p: p.stat().st_mtime)
-    return found[-1].parent if found else None
-
-
-def weights_bytes(model_dir: Path) -> tuple[int, str]:
-    index = model_dir / "model.safetensors.index.json"
-    if index.exists():
-        total = json.loads(index.read_text()).get("metadata", {}).get("total_size")
-        if total:
-            return int(total), index.name
-    files = sorted(glob.glob(str(model_dir / "*.safetensors")))
-    if not files:
-        raise FileNotFoundError(f"no safetensors weights in {model_dir}")
-    return sum(header_bytes(safetensors_header(f)) for f in files), \
-        f"{len(files)} safetensors header(s)"
-
-
-def _hub_get(url: str, first: int | None = None, last: int | None = None,
-             timeout: float = 15) -> bytes:
-    """GET (a byte range of) a Hub file. A server that ignores the range is read only
-    as far as needed."""
-    req = urllib.request.Request(url, headers={"User-Agent": "sparkstack-fit"})
-    if first is not None:
-        req.add_header("Range", f"bytes={first}-{last}")
-    token = os.environ.get("HF_TOKEN")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=timeout) as reply:
-        if first is None:
-            return reply.read()
-        if reply.status == 206:
-            return reply.read(last - first + 1)
-        reply.read(first)  # range ignored: skip to it
-        return reply.read(last - first + 1)
-
-
-def hub_safetensors_header(url: str) -> dict:
-    (length,) = struct.unpack("<Q", _hub_get(url, 0, 7))
-    return json.loads(_hub_get(url, 8, 8 + length - 1))
-
-
-def hub_inputs(model: str, endpoint: str) -> tuple[dict, int, str]:
-    """config.json and weight bytes of a Hub repo, without downloading the weights."""
-    files = f"{endpoint.rstrip('/')}/{model}/resolve/main"
-    try:
-        config = json.loads(_hub_get(f"{files}/config.json"))
-    except (urllib.error.URLError, OSError) as e:
-        raise FileNotFoundError(f"{model}: not readable from the Hub at {endpoint} "
-                                f"({getattr(e, 'reason', e)})") from e
-    try:
-        index = json.loads(_hub_get(f"{files}/model.safetensors.index.json"))
-        total = index.get("metadata", {}).get("total_size")
-        if total:
-            return config, int(total), "model.safetensors.index.json on the Hub"
-        names = sorted(set(index["weight_map"].values()))
-    except urllib.error.HTTPError as e:
-        if e.code != 404:
-            raise
-        api = json.loads(_hub_get(f"{endpoint.rstrip('/')}/api/models/{model}"))
-        names = sorted(s["rfilename"] for s in api.get("siblings", [])
-                       if s["rfilename"].endswith(".safetensors") and "/" not in s["rfilename"])
-    if not names:
-        raise FileNotFoundError(f"{model}: no safetensors weights on the Hub at {endpoint}")
-    total = sum(header_bytes(hub_safetensors_header(f"{files}/{n}")) for n in names)
-    return config, total, f"{len(names)} safetensors header(s) read from the Hub by range"
 
 
 def _text_config(config: dict) -> dict:
@@ -229,20 +138,6 @@ def estimate(config: dict, weights: int, weights_source: str, memory: Memory, *,
                     g(available), verdict, reason)
 
 
-def model_inputs(model: str, hf_home: str | None = None,
-                 hub: str | None = None) -> tuple[dict, int, str]:
-    """config.json, weight bytes and where they came from: a local folder, the Hugging
-    Face cache, or (when `hub` is given) the Hub by range requests."""
-    model_dir = find_model_dir(model, hf_home)
-    if model_dir is not None:
-        weights, source = weights_bytes(model_dir)
-        return json.loads((model_dir / "config.json").read_text()), weights, source
-    if hub and not os.path.isabs(model):
-        return hub_inputs(model, hub)
-    raise FileNotFoundError(f"{model}: not a local folder and not in the Hugging Face "
-                            "cache" + ("" if hub else " (Hub lookups are off)"))
-
-
 def check_local(model: str, hf_home: str | None = None, hub: str | None = None,
                 **kwargs) -> Estimate:
     config, weights, source = model_inputs(model, hf_home, hub)
@@ -251,7 +146,7 @@ def check_local(model: str, hf_home: str | None = None, hub: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m checks.fit")
+    p = argparse.ArgumentParser(prog="sparkstack-fit")
     p.add_argument("model")
     p.add_argument("--max-model-len", type=int, default=32768)
     p.add_argument("--max-num-seqs", type=int, default=8)

@@ -1,4 +1,4 @@
-"""TEST DOUBLE for vLLM's OpenAI-compatible server (`vllm serve`).
+"""STAND-IN for vLLM's OpenAI-compatible server (`vllm serve`).
 
 It installs a `vllm` command that accepts vLLM's `serve` command line, rejects flags
 vLLM would reject, keeps its port closed while it "loads" (like vLLM, whose port opens

@@ -1,5 +1,6 @@
-#!/usr/bin/env python3
 """Wait until a URL answers 200, for a unit's ExecStartPost.
+
+    sparkstack-wait-ready URL [--timeout SECONDS] [--pid PID]
 
 The unit then stays "activating" while its service loads and becomes "active" only once
 it serves, so `systemctl start` returns when the service is ready. Exits non-zero when
@@ -14,7 +15,7 @@ import urllib.request
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(prog="sparkstack-wait-ready")
     p.add_argument("url")
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--pid", type=int, default=0, help="give up if this process exits")
@@ -26,7 +27,7 @@ def main() -> int:
             try:
                 os.kill(args.pid, 0)
             except ProcessLookupError:
-                print(f"wait-http-ready: main process {args.pid} exited while loading",
+                print(f"sparkstack-wait-ready: main process {args.pid} exited while loading",
                       file=sys.stderr)
                 return 1
         try:
@@ -39,7 +40,7 @@ def main() -> int:
         except OSError as e:
             last = str(getattr(e, "reason", e))
         time.sleep(0.5)
-    print(f"wait-http-ready: {args.url} not ready after {args.timeout:.0f} s ({last})",
+    print(f"sparkstack-wait-ready: {args.url} not ready after {args.timeout:.0f} s ({last})",
           file=sys.stderr)
     return 1
 

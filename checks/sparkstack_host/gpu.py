@@ -1,6 +1,6 @@
 """GPU probe through NVML, with the memory budget from the OS on unified memory.
 
-    python -m checks.gpu [--json]
+    sparkstack-gpu [--json]
 
 On a GB10 (DGX Spark) NVML answers NOT_SUPPORTED for memory because CPU and GPU share
 it; the budget then comes from /proc/meminfo through psutil and the report says so.
@@ -141,7 +141,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m checks.gpu")
+    p = argparse.ArgumentParser(prog="sparkstack-gpu")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     report = probe()

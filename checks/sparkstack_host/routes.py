@@ -2,13 +2,13 @@
 that model passes the readiness probe; until then the profile goes straight to its
 cloud fallback.
 
-    python -m checks.routes [--drain NAME | --undrain NAME] [--apply]
+    sparkstack-routes [--config-root DIR] [--drain NAME | --undrain NAME] [--apply]
 
-The deploy writes the plan (`routes.json`: LiteLLM's config with every local route, how
-to probe each backend, and the cloud-only entry of each profile). This command probes
+The deploy writes the plan (`routes.json`, `contract.RoutesPlan`: LiteLLM's config with
+every local route, how to probe each backend, and the cloud-only entry of each profile). This command probes
 the backends, writes LiteLLM's `config.yaml` with the ready ones only, and with
 `--apply` makes a running LiteLLM take the new routes: `systemctl reload` swaps them in
-place (files/litellm-serve); only if that fails is LiteLLM restarted, on its systemd
+place (`litellm_serve`); only if that fails is LiteLLM restarted, on its systemd
 socket, which queues connections instead of refusing them. A drain then waits until
 the model has finished the requests it was given.
 
@@ -33,23 +33,29 @@ from pathlib import Path
 
 import httpx
 
-from checks.envfile import read_env_file
-from checks.ready import probe
+from .contract import (
+    BACKEND_KEY,
+    DEFAULT_CONFIG_ROOT,
+    GATE,
+    LITELLM_UNIT,
+    Layout,
+    RoutesPlan,
+    load_env_file,
+)
+from .ready import probe
 
-PLAN = Path("/etc/sparkstack/litellm/routes.json")
-DRAINED = Path("/run/sparkstack/drained")
-HEADER = "# Written by sparkstack's readiness gate (checks/routes.py) from routes.json.\n"
+HEADER = "# Written by sparkstack's readiness gate (sparkstack-routes) from routes.json.\n"
 
 
-def assemble(plan: dict, ready: set[str]) -> dict:
+def assemble(plan: RoutesPlan, ready: set[str]) -> dict:
     """LiteLLM's config with the local routes whose backend is in `ready`. A profile
     left without a local route is served by its cloud entry directly."""
-    config = copy.deepcopy(plan["config"])
+    config = copy.deepcopy(plan.config)
     kept = [e for e in config["model_list"]
-            if e.get("model_info", {}).get("sparkstack_backend") in (None, *ready)]
+            if e.get("model_info", {}).get(BACKEND_KEY) in (None, *ready)]
     names = {e["model_name"] for e in kept}
     cloud_only = set()
-    for profile, entry in plan["standby"].items():
+    for profile, entry in plan.standby.items():
         if profile not in names:
             kept.append(copy.deepcopy(entry))
             cloud_only.add(profile)
@@ -72,9 +78,9 @@ def read_config(path: Path) -> dict:
 
 def local_routes(config: dict) -> set[tuple[str, str]]:
     """(profile, backend) of every local route in a LiteLLM config."""
-    return {(e["model_name"], e["model_info"]["sparkstack_backend"])
+    return {(e["model_name"], e["model_info"][BACKEND_KEY])
             for e in config.get("model_list", [])
-            if "sparkstack_backend" in e.get("model_info", {})}
+            if BACKEND_KEY in e.get("model_info", {})}
 
 
 def routed_backends(config_path: Path) -> set[str]:
@@ -82,19 +88,20 @@ def routed_backends(config_path: Path) -> set[str]:
     return {backend for _, backend in local_routes(read_config(config_path))}
 
 
-def drained() -> set[str]:
-    return {p.name for p in DRAINED.iterdir()} if DRAINED.is_dir() else set()
+def drained(layout: Layout) -> set[str]:
+    folder = Path(layout.drained_dir)
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
 
 
-def probe_backends(plan: dict, skip: set[str], api_key: str | None) -> dict[str, str]:
+def probe_backends(plan: RoutesPlan, skip: set[str], api_key: str | None) -> dict[str, str]:
     """Each backend's readiness as one word plus detail, probed in parallel."""
-    backends = plan["backends"]
+    backends = plan.backends
 
     def one(bid: str) -> str:
         b = backends[bid]
-        if b["model"] in skip and b["local"]:
+        if b.served_name in skip and b.local:
             return "drained"
-        r = probe(b["url"], b["served_name"], b["max_model_len"], api_key, timeout=5)
+        r = probe(b.url, b.served_name, b.max_model_len, api_key, timeout=5)
         return "ready" if r.ready else f"{r.state} ({r.detail})"
 
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(backends)))) as pool:
@@ -105,10 +112,10 @@ def _systemctl(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["systemctl", *args], capture_output=True, text=True)
 
 
-def apply_to_litellm(plan: dict) -> str:
+def apply_to_litellm() -> str:
     """Make a running LiteLLM take the new routes: in place (`systemctl reload`), or by a
     restart if that fails (its socket holds connections meanwhile)."""
-    unit = plan["litellm_unit"]
+    unit = LITELLM_UNIT
     if _systemctl("is-system-running").stdout.strip() == "stopping":
         return "system is shutting down: LiteLLM left as it is"
     state = _systemctl("is-active", unit).stdout.strip()
@@ -124,14 +131,14 @@ def apply_to_litellm(plan: dict) -> str:
     return f"{unit} restarted (reload failed: {reloaded.stderr.strip()})"
 
 
-def wait_idle(backend: dict, timeout: float, log) -> None:
+def wait_idle(backend, timeout: float, log) -> None:
     """Wait until a drained model has finished the requests it was given (vLLM's
     num_requests_running and _waiting gauges), so stopping it cuts none."""
     deadline = time.monotonic() + timeout
     busy = -1.0
     while time.monotonic() < deadline:
         try:
-            text = httpx.get(f"{backend['url']}/metrics", timeout=5).text
+            text = httpx.get(f"{backend.url}/metrics", timeout=5).text
         except httpx.HTTPError:
             return  # not answering: nothing to wait for
         busy = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -140,29 +147,30 @@ def wait_idle(backend: dict, timeout: float, log) -> None:
         if busy == 0:
             return
         time.sleep(0.2)
-    log(f"routes: {backend['served_name']} still has {busy:.0f} request(s) after "
+    log(f"routes: {backend.served_name} still has {busy:.0f} request(s) after "
         f"{timeout:.0f} s; stopping anyway")
 
 
-def gate(plan_path: Path = PLAN, drain: str | None = None, undrain: str | None = None,
+def gate(layout: Layout, drain: str | None = None, undrain: str | None = None,
          apply: bool = False, log=print) -> bool:
     """Bring LiteLLM's config in line with the backends' readiness. Returns whether
     the config changed."""
+    plan_path, config_path = Path(layout.routes_plan), Path(layout.litellm_config)
     if not plan_path.is_file():
         log(f"routes: no plan at {plan_path} (LiteLLM not deployed here): nothing to do")
         return False
-    plan = json.loads(plan_path.read_text())
-    config_path = plan_path.with_name("config.yaml")
-    DRAINED.mkdir(parents=True, exist_ok=True)
+    plan = RoutesPlan.from_json(plan_path.read_text())
+    drained_dir = Path(layout.drained_dir)
+    drained_dir.mkdir(parents=True, exist_ok=True)
     # one gate at a time; never held while LiteLLM restarts (its ExecStartPre gates too)
-    with open(DRAINED.parent / "routes.lock", "w") as lock:
+    with open(layout.gate_lock, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if drain:
-            (DRAINED / drain).touch()
+            (drained_dir / drain).touch()
         if undrain:
-            (DRAINED / undrain).unlink(missing_ok=True)
-        env = read_env_file(plan_path.with_name("secrets.env"))
-        states = probe_backends(plan, drained(), env.get("VLLM_API_KEY"))
+            (drained_dir / undrain).unlink(missing_ok=True)
+        env = load_env_file(layout.secrets_env("litellm"))
+        states = probe_backends(plan, drained(layout), env.get("VLLM_API_KEY"))
         ready = {bid for bid, state in states.items() if state == "ready"}
         text = render(assemble(plan, ready))
         old = config_path.read_text() if config_path.is_file() else ""
@@ -176,19 +184,20 @@ def gate(plan_path: Path = PLAN, drain: str | None = None, undrain: str | None =
     for bid, state in sorted(states.items()):
         log(f"routes: {bid}: {'routed' if state == 'ready' else 'not routed, ' + state}")
     if changed and apply:
-        log(f"routes: config changed; {apply_to_litellm(plan)}")
+        log(f"routes: config changed; {apply_to_litellm()}")
     elif not changed:
         log("routes: config unchanged")
     if drain:
-        for b in plan["backends"].values():
-            if b["local"] and b["model"] == drain:
-                wait_idle(b, plan.get("drain_timeout", 600), log)
+        for b in plan.backends.values():
+            if b.local and b.served_name == drain:
+                wait_idle(b, plan.drain_timeout, log)
     return changed
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m checks.routes")
-    p.add_argument("--plan", type=Path, default=PLAN)
+    p = argparse.ArgumentParser(prog=GATE)
+    p.add_argument("--config-root", default=DEFAULT_CONFIG_ROOT,
+                   help="the deploy's config_root (default %(default)s)")
     p.add_argument("--drain", metavar="MODEL", help="take this local model's routes out")
     p.add_argument("--undrain", metavar="MODEL", help="let this local model be routed again")
     p.add_argument("--apply", action="store_true",
@@ -196,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     start = time.monotonic()
     try:
-        gate(args.plan, args.drain, args.undrain, args.apply,
+        gate(Layout(config_root=args.config_root), args.drain, args.undrain, args.apply,
              log=lambda line: print(line, flush=True))
     except (OSError, RuntimeError, ValueError) as e:
         print(f"routes: {e}", file=sys.stderr)

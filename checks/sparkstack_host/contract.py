@@ -1,0 +1,270 @@
+"""What the controller and a Spark agree on: where things are, what units are called,
+and the formats of the files one side writes and the other reads.
+
+The controller (the deploy, `sparkstack health`) imports this module from the host
+package; the host programs import it too. Nothing else spells a sparkstack path, a unit
+name or one of these file formats. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DEFAULT_INSTALL_ROOT = "/opt/sparkstack"
+DEFAULT_CONFIG_ROOT = "/etc/sparkstack"
+DEFAULT_STATE_ROOT = "/var/lib/sparkstack"
+RUNTIME_DIR = "/run/sparkstack"       # gate lock and drain markers; cleared by a reboot
+UNIT_DIR = "/etc/systemd/system"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+# --- unit names -------------------------------------------------------------------------
+POSTGRES_UNIT = "postgresql.service"
+LITELLM_UNIT = "sparkstack-litellm.service"
+LITELLM_SOCKET = "sparkstack-litellm.socket"
+ROUTES_UNIT = "sparkstack-litellm-routes.service"
+ROUTES_TIMER = "sparkstack-litellm-routes.timer"
+OPENWEBUI_UNIT = "sparkstack-openwebui.service"
+VLLM_UNIT_PREFIX = "sparkstack-vllm-"
+VLLM_UNIT_GLOB = f"{VLLM_UNIT_PREFIX}*.service"
+
+
+def vllm_unit(model_name: str) -> str:
+    return f"{VLLM_UNIT_PREFIX}{model_name}.service"
+
+
+# --- host program names (console scripts of this package) ------------------------------
+GATE = "sparkstack-routes"
+WAIT_READY = "sparkstack-wait-ready"
+HEALTH = "sparkstack-health"
+LITELLM_SERVE = "sparkstack-litellm-serve"
+HOST_PACKAGE = "sparkstack-host"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every sparkstack path on a host, from the three roots the inventory sets."""
+
+    install_root: str = DEFAULT_INSTALL_ROOT
+    config_root: str = DEFAULT_CONFIG_ROOT
+    state_root: str = DEFAULT_STATE_ROOT
+    runtime_dir: str = RUNTIME_DIR
+
+    # one folder per service under each root
+    def venv(self, service: str) -> str:
+        return f"{self.install_root}/{service}/venv"
+
+    def conf_dir(self, service: str) -> str:
+        return f"{self.config_root}/{service}"
+
+    def state_dir(self, service: str) -> str:
+        return f"{self.state_root}/{service}"
+
+    def secrets_env(self, service: str) -> str:
+        return f"{self.conf_dir(service)}/secrets.env"
+
+    # the host package
+    @property
+    def host_venv(self) -> str:
+        return self.venv("host")
+
+    @property
+    def host_wheels(self) -> str:
+        return f"{self.install_root}/host/wheels"
+
+    def host_program(self, name: str, venv: str | None = None) -> str:
+        """A console script of this package, in the host venv (or another venv it is
+        installed in, such as LiteLLM's)."""
+        return f"{venv or self.host_venv}/bin/{name}"
+
+    # files with a format of their own
+    @property
+    def manifest(self) -> str:
+        return f"{self.config_root}/manifest.json"
+
+    @property
+    def routes_plan(self) -> str:
+        return f"{self.conf_dir('litellm')}/routes.json"
+
+    @property
+    def litellm_config(self) -> str:
+        return f"{self.conf_dir('litellm')}/config.yaml"
+
+    @property
+    def pip_conf(self) -> str:
+        return f"{self.install_root}/pip.conf"
+
+    @property
+    def pip_constraints(self) -> str:
+        return f"{self.install_root}/pip-constraints.txt"
+
+    @property
+    def drained_dir(self) -> str:
+        return f"{self.runtime_dir}/drained"
+
+    @property
+    def gate_lock(self) -> str:
+        return f"{self.runtime_dir}/routes.lock"
+
+    def cache_dir(self, service: str, name: str = "") -> str:
+        return f"{self.state_dir(service)}/cache" + (f"/{name}" if name else "")
+
+
+def reach_address(bind: str) -> str:
+    """Where a client on the host itself reaches a service bound to `bind`."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(bind, bind)
+
+
+def local_url(bind: str, port: int) -> str:
+    """http://address:port of a service bound to `bind`, reached from the host itself."""
+    address = reach_address(bind)
+    return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
+
+
+# --- environment files (systemd EnvironmentFile=) ---------------------------------------
+# Values are double-quoted; inside the quotes systemd takes a backslash before one of
+# these characters as the character itself. Values never hold control characters (the
+# settings are validated), so every assignment is one line.
+_ENV_ESCAPED = '\\"`$'
+
+
+def write_env_file(values: dict[str, str]) -> str:
+    out = ["# Rendered by sparkstack; root-only."]
+    for key, value in values.items():
+        text = str(value)
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ValueError(f"{key}: a value in an environment file cannot hold "
+                             "control characters")
+        out.append(f'{key}="' + "".join("\\" + c if c in _ENV_ESCAPED else c
+                                        for c in text) + '"')
+    return "\n".join(out) + "\n"
+
+
+def read_env_file(text: str) -> dict[str, str]:
+    """The values of an environment file written by `write_env_file`."""
+    values = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, raw = line.split("=", 1)
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw, chars, i = raw[1:-1], [], 0
+            while i < len(raw):
+                if raw[i] == "\\" and i + 1 < len(raw) and raw[i + 1] in _ENV_ESCAPED:
+                    i += 1
+                chars.append(raw[i])
+                i += 1
+            raw = "".join(chars)
+        values[key] = raw
+    return values
+
+
+def load_env_file(path: str | Path) -> dict[str, str]:
+    return read_env_file(Path(path).read_text())
+
+
+# --- manifest.json: what the deploy set up on this host ---------------------------------
+MANIFEST_SCHEMA = 1
+
+
+@dataclass
+class ManifestModel:
+    name: str
+    model: str
+    port: int
+    address: str               # what vLLM binds to
+    max_model_len: int
+    gpu_memory_utilization: float
+
+    @property
+    def unit(self) -> str:
+        return vllm_unit(self.name)
+
+    @property
+    def url(self) -> str:
+        return local_url(self.address, self.port)
+
+
+@dataclass
+class Manifest:
+    host: str
+    roles: list[str]
+    layout: Layout
+    models: list[ManifestModel] = field(default_factory=list)
+    postgres_port: int = 5432
+    litellm_address: str = "127.0.0.1"
+    litellm_port: int = 4000
+    openwebui_address: str = "127.0.0.1"
+    openwebui_port: int = 8080
+    schema: int = MANIFEST_SCHEMA
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        data = json.loads(text)
+        if data.get("schema") != MANIFEST_SCHEMA:
+            raise ValueError(f"manifest schema {data.get('schema')!r}, expected "
+                             f"{MANIFEST_SCHEMA}: re-deploy this host")
+        data["layout"] = Layout(**data["layout"])
+        data["models"] = [ManifestModel(**m) for m in data["models"]]
+        return cls(**data)
+
+    @classmethod
+    def load(cls, config_root: str) -> "Manifest":
+        return cls.from_json(Path(Layout(config_root=config_root).manifest).read_text())
+
+    def model(self, name: str) -> ManifestModel | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    @property
+    def litellm_url(self) -> str:
+        return local_url(self.litellm_address, self.litellm_port)
+
+    @property
+    def openwebui_url(self) -> str:
+        return local_url(self.openwebui_address, self.openwebui_port)
+
+
+# --- routes.json: the readiness gate's plan ---------------------------------------------
+ROUTES_SCHEMA = 1
+
+
+@dataclass
+class Backend:
+    """One vLLM unit serving a model, as this host's LiteLLM reaches it."""
+
+    url: str
+    served_name: str
+    max_model_len: int
+    local: bool                # on this host: drained by its own unit
+
+
+@dataclass
+class RoutesPlan:
+    """LiteLLM's config with every local route (each entry's model_info names its
+    backend as `sparkstack_backend`), each backend's probe target, and each profile's
+    cloud-only entry for while none of its local models is ready."""
+
+    config: dict
+    backends: dict[str, Backend]
+    standby: dict[str, dict]
+    drain_timeout: int
+    schema: int = ROUTES_SCHEMA
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "RoutesPlan":
+        data = json.loads(text)
+        if data.get("schema") != ROUTES_SCHEMA:
+            raise ValueError(f"routes plan schema {data.get('schema')!r}, expected "
+                             f"{ROUTES_SCHEMA}: re-deploy this host")
+        data["backends"] = {k: Backend(**b) for k, b in data["backends"].items()}
+        return cls(**data)
+
+
+BACKEND_KEY = "sparkstack_backend"   # model_info key naming a local route's backend

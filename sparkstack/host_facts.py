@@ -1,0 +1,121 @@
+"""What the deploy reads from a host: modules of the host package run as themselves
+with the host's python3 (nothing of sparkstack needs to be installed there yet).
+
+`snapshot()` is the state of everything a deploy manages on the current host, read in
+one round trip the first time it is asked for and kept for the run; the operations in
+`operations.py` decide from it whether anything must change.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from pyinfra import host
+from pyinfra.api import FactBase
+from sparkstack_host import host_state
+from sparkstack_host.contract import POSTGRES_UNIT, UNIT_DIR
+
+from .settings import HostSettings
+
+
+def module_command(module: ModuleType, args: list[str]) -> str:
+    """A shell command running `module`'s own source with the host's python3."""
+    marker = f"SPARKSTACK_{module.__name__.rsplit('.', 1)[-1].upper()}"
+    return (f"python3 - {shlex.join(args)} <<'{marker}'\n"
+            f"{Path(module.__file__).read_text()}\n{marker}")
+
+
+class HostState(FactBase):
+    """Files, units, users, packages and PostgreSQL objects the deploy manages."""
+
+    def command(self, args: tuple[str, ...]) -> str:
+        return module_command(host_state, list(args))
+
+    def process(self, output):
+        return json.loads("\n".join(output))
+
+
+PACKAGES = ("python3-venv", "sudo", "postgresql")
+
+
+def watched(s: HostSettings) -> tuple[list[str], list[str]]:
+    """(hashed, stat-only) patterns: every path a deploy writes on this host. A venv's
+    contents are left out but its sparkstack stamps are in; state folders are stat'ed,
+    their data never read."""
+    layout = s.layout
+    hashed = [f"{layout.config_root}/**", f"{layout.install_root}/*",
+              f"{layout.install_root}/*/*", f"{layout.install_root}/*/wheels/*",
+              f"{layout.install_root}/*/venv/.sparkstack-*", f"{UNIT_DIR}/sparkstack-*",
+              "/usr/local/share/ca-certificates/sparkstack-*",
+              "/etc/apt/apt.conf.d/80sparkstack-*", "/etc/postgresql/*/main/pg_hba.conf",
+              "/etc/postgresql/*/main/conf.d/sparkstack.conf"]
+    stat_only = [layout.install_root, layout.config_root, layout.state_root,
+                 f"{layout.state_root}/*", f"{layout.state_root}/*/*",
+                 f"{layout.state_root}/*/cache/*"]
+    return hashed, stat_only
+
+
+@dataclass
+class Snapshot:
+    data: dict
+    patterns: list[str]
+
+    def covers(self, path: str) -> bool:
+        return any(host_state.covers(path, p) for p in self.patterns)
+
+    def file(self, path: str) -> dict | None:
+        return self.data["files"].get(path.rstrip("/"))
+
+    def files_matching(self, pattern: str) -> list[str]:
+        return sorted(p for p in self.data["files"] if host_state.covers(p, pattern))
+
+    def content(self, path: str) -> str | None:
+        return self.data["contents"].get(path)
+
+    def running(self, unit: str) -> bool:
+        # what pyinfra's SystemdStatus calls running
+        return self.data["units"].get(unit, {}).get("sub") in (
+            "running", "waiting", "exited", "listening", "mounted")
+
+    def enabled(self, unit: str) -> bool:
+        return self.data["units"].get(unit, {}).get("enabled") in ("enabled", "static")
+
+    def user(self, name: str) -> dict | None:
+        return self.data["users"].get(name)
+
+    def installed(self, packages: list[str]) -> bool:
+        return set(packages) <= set(self.data["packages"])
+
+    @property
+    def postgres_objects(self) -> list[str] | None:
+        return self.data["postgres"]
+
+    @property
+    def distribution(self) -> tuple[str, int | None]:
+        d = self.data["distribution"]
+        major = d["version_id"].split(".")[0]
+        return d["id"].lower(), int(major) if major.isdigit() else None
+
+
+_snapshots: dict[str, Snapshot] = {}
+
+
+def snapshot() -> Snapshot:
+    """The current host's state as the run found it (read once per host and run)."""
+    if host.name not in _snapshots:
+        from .context import current_host
+        s = current_host(host)[0]
+        hashed, stat_only = watched(s)
+        args = [f"--hash={p}" for p in hashed] + [f"--stat={p}" for p in stat_only]
+        args += ["--units=sparkstack-*", f"--units={POSTGRES_UNIT}", "--postgres",
+                 f"--read={s.layout.manifest}"]
+        args += [f"--users={u}" for u in (s["vllm_user"], s["litellm_user"],
+                                          s["openwebui_user"], "postgres")]
+        args += [f"--packages={p}" for p in PACKAGES]
+        _snapshots[host.name] = Snapshot(host.get_fact(HostState, args=tuple(args)),
+                                         hashed + stat_only)
+    return _snapshots[host.name]
