@@ -13,15 +13,14 @@ restarts, and how long each restart kept `fast` on the cloud.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import threading
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 import openai
 
+from sparkstack.settings import REPO_ROOT as REPO
 from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import ssh
 from sparkstack.simulated.inventory import write_inventory
@@ -89,8 +88,8 @@ def main() -> None:
         first = run_deploy(inventory)
         if first.returncode != 0:
             raise SystemExit(first.output[-3000:])
-        master = ssh(host, "sed -n 's/^LITELLM_MASTER_KEY=\"\\(.*\\)\"$/\\1/p' "
-                           "/etc/sparkstack/litellm/secrets.env").stdout.strip()
+        master = json.loads((work / "secrets" / "hosts" / "spark1.json").read_text())[
+            "litellm_master_key"]
         tunnel = Tunnel(host, 4000)
         client = openai.OpenAI(base_url=tunnel.url + "/v1", api_key=master, max_retries=0)
         windows = []

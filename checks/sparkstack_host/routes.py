@@ -5,8 +5,9 @@ cloud fallback.
     sparkstack-routes [--config-root DIR] [--drain NAME | --undrain NAME] [--apply]
 
 The deploy writes the plan (`routes.json`, `contract.RoutesPlan`: LiteLLM's config with
-every local route, how to probe each backend, and the cloud-only entry of each profile). This command probes
-the backends, writes LiteLLM's `config.yaml` with the ready ones only, and with
+every local route, how to probe each backend, and the cloud-only entry of each
+profile). This command probes the backends, writes LiteLLM's `config.yaml` with the
+ready ones only, and with
 `--apply` makes a running LiteLLM take the new routes: `systemctl reload` swaps them in
 place (`litellm_serve`); only if that fails is LiteLLM restarted, on its systemd
 socket, which queues connections instead of refusing them. A drain then waits until

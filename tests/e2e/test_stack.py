@@ -4,6 +4,11 @@ clients (openai and anthropic SDKs, httpx, psql) over real sockets.
 The scenario runs in order, as a Spark owner would live it: first deploy of one Spark,
 re-deploy with nothing changed, one model flag changed, a bad inventory refused, then a
 second (vLLM-only) Spark added to the inventory and load-balanced.
+
+The full-stack Spark is deployed with all three roots moved away from their defaults
+(install_root, config_root, state_root under /srv/sparkstack) and LiteLLM listening on
+the host's fleet address, as an owner serving the LAN would: every step below also
+proves that the deploy, the gate and the health checks honour them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import ssh
 from sparkstack.simulated.inventory import write_inventory
 from tests.doubles.cloud_standin import CloudStandin
+from sparkstack_host.contract import Layout, read_env_file, write_env_file
+
 from tests.e2e.helpers import REPO, Tunnel, run_deploy, unit_starts
 
 pytestmark = pytest.mark.e2e
@@ -33,6 +40,8 @@ VLLM_UNITS = ["sparkstack-vllm-qwen3-4b.service", "sparkstack-vllm-qwen3-coder-3
 UNITS = ["postgresql.service", *VLLM_UNITS, "sparkstack-litellm.service",
          "sparkstack-openwebui.service"]
 LOCAL_PROFILES = {"fast": "qwen3-4b", "expert": "qwen3-coder-30b", "code": "qwen3-coder-30b"}
+LAYOUT = Layout(install_root="/srv/sparkstack/opt", config_root="/srv/sparkstack/etc",
+                state_root="/srv/sparkstack/var")
 
 
 class Stack:
@@ -51,7 +60,17 @@ class Stack:
         group.setdefault("secrets_dir", str(self.secrets_dir))
         group.setdefault("cloud_api_base", self.cloud.api_base)
         group.setdefault("cloud_api_key", self.cloud.api_key)
+        spark1 = {"install_root": LAYOUT.install_root, "config_root": LAYOUT.config_root,
+                  "state_root": LAYOUT.state_root,
+                  "litellm_bind_address": self.hosts[0].address}
+        host_data = {**(host_data or {})}
+        host_data["spark1"] = {**spark1, **host_data.get("spark1", {})}
         write_inventory(self.inventory, hosts or self.hosts, group, host_data)
+
+    @property
+    def litellm_url(self) -> str:
+        """LiteLLM listens on spark1's fleet address: clients reach it there."""
+        return f"http://{self.hosts[0].address}:4000"
 
     def secrets(self) -> dict[str, str]:
         values = json.loads((self.secrets_dir / "hosts" / "spark1.json").read_text())
@@ -64,7 +83,7 @@ class Stack:
         return self.tunnels[port]
 
     def openai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.tunnel(4000).url + "/v1",
+        return openai.OpenAI(base_url=self.litellm_url + "/v1",
                              api_key=self.secrets()["litellm_master_key"], max_retries=0)
 
     def close(self):
@@ -92,6 +111,34 @@ def test_first_deploy_leaves_every_unit_active_and_enabled(stack):
     enabled = ssh(host, "systemctl is-enabled " + " ".join(UNITS), check=False).stdout.split()
     assert active == ["active"] * len(UNITS)
     assert enabled == ["enabled"] * len(UNITS)
+
+
+def test_moved_roots_and_the_fleet_address_are_honoured_by_every_part(stack):
+    host = stack.hosts[0]
+    leftovers = ssh(host, "ls -d /opt/sparkstack /etc/sparkstack /var/lib/sparkstack",
+                    check=False)
+    assert leftovers.stdout == "" and leftovers.stderr.count("No such file") == 3
+    ssh(host, f"ls {LAYOUT.host_program('sparkstack-routes')} {LAYOUT.routes_plan} "
+              f"{LAYOUT.litellm_config} {LAYOUT.manifest} {LAYOUT.secrets_env('litellm')} "
+              f"{LAYOUT.cache_dir('vllm', 'huggingface')} {LAYOUT.state_dir('openwebui')}/data")
+    # LiteLLM listens on the fleet address only, and the gate routed every model there
+    listen = ssh(host, "ss -Hltn 'sport = :4000'").stdout.split("\n")
+    assert {line.split()[3] for line in listen if line.strip()} == {f"{host.address}:4000"}
+    assert routed_backends(host) == {"spark1:8000", "spark1:8001"}
+    # Open WebUI is pointed at LiteLLM where LiteLLM listens
+    env = ssh(host, "systemctl show -p Environment sparkstack-openwebui.service").stdout
+    assert f"OPENAI_API_BASE_URL=http://{host.address}:4000/v1" in env
+
+
+def test_systemd_reads_environment_files_as_the_contract_reads_them(stack):
+    from tests.test_contract import TRICKY
+    text = write_env_file(TRICKY)
+    assert read_env_file(text) == TRICKY
+    ssh(stack.hosts[0], f"cat > /root/tricky.env <<'SPARKSTACK_EOF'\n{text}SPARKSTACK_EOF")
+    out = ssh(stack.hosts[0], "systemd-run --quiet --wait --pipe "
+                              "-p EnvironmentFile=/root/tricky.env /usr/bin/env").stdout
+    seen = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    assert {key: seen.get(key) for key in TRICKY} == TRICKY
 
 
 def test_local_profiles_are_answered_by_vllm_and_cloud_by_the_cloud(stack):
@@ -125,7 +172,7 @@ def test_streaming_and_tool_calls_pass_through_litellm(stack):
 
 
 def test_claude_code_names_reach_the_local_code_model_in_anthropic_format(stack):
-    client = anthropic.Anthropic(base_url=stack.tunnel(4000).url,
+    client = anthropic.Anthropic(base_url=stack.litellm_url,
                                  api_key=stack.secrets()["litellm_master_key"],
                                  max_retries=0)
     message = client.messages.create(model="claude-sonnet-4-5", max_tokens=32,
@@ -188,14 +235,14 @@ def test_no_secret_in_deploy_output_or_world_readable_files(stack):
         assert value not in stack.first.output
     patterns = "\n".join(secrets)
     ssh(host, f"cat > /root/.secret-patterns <<'EOF'\n{patterns}\nEOF")
-    leaked = ssh(host, "find /etc /opt/sparkstack /var/lib/sparkstack /tmp /var/tmp /run "
+    leaked = ssh(host, "find /etc /srv /opt /var/lib /tmp /var/tmp /run "
                        "/home -xdev -type f -perm -004 -print0 2>/dev/null | "
                        "xargs -0 grep -lsF -f /root/.secret-patterns; "
                        "ps -eo args | grep -F -f /root/.secret-patterns | grep -v grep",
                  check=False)
     assert leaked.stdout.strip() == "", f"secrets readable by everyone in: {leaked.stdout}"
-    modes = ssh(host, "stat -c '%a %U %n' /etc/sparkstack/*/secrets.env "
-                      "/etc/sparkstack/postgres/roles.sql").stdout.split("\n")
+    modes = ssh(host, f"stat -c '%a %U %n' {LAYOUT.config_root}/*/secrets.env "
+                      f"{LAYOUT.config_root}/postgres/roles.sql").stdout.split("\n")
     assert all(line.startswith("600 root ") for line in modes if line)
 
 
@@ -268,7 +315,7 @@ def chat(client: openai.OpenAI, model: str) -> tuple[str, str]:
 
 
 def routed_backends(host) -> set[str]:
-    config = json.loads(ssh(host, "sed 1d /etc/sparkstack/litellm/config.yaml").stdout)
+    config = json.loads(ssh(host, f"sed 1d {LAYOUT.litellm_config}").stdout)
     return {e["model_info"]["sparkstack_backend"] for e in config["model_list"]
             if "sparkstack_backend" in e["model_info"]}
 
@@ -297,7 +344,7 @@ def test_readiness_gate_moves_a_reloading_model_to_the_cloud_and_back_without_a_
         # while the model is loading (its port closed), LiteLLM must not route to it
         while not done.is_set():
             # the config first: the gate writes it before the model stops
-            out = ssh(stack.hosts[0], "sed 1d /etc/sparkstack/litellm/config.yaml; "
+            out = ssh(stack.hosts[0], f"sed 1d {LAYOUT.litellm_config}; "
                                       "ss -Hltn 'sport = :8000' | wc -l").stdout
             config, listening = out.rstrip("\n").rsplit("\n", 1)
             if listening.strip() == "0":
@@ -379,7 +426,7 @@ def test_a_model_that_never_becomes_ready_leaves_its_profile_on_the_cloud(stack)
 
 def test_bad_inventory_is_refused_before_any_host_changes(stack):
     host = stack.hosts[0]
-    config = ssh(host, "sha256sum /etc/sparkstack/litellm/config.yaml "
+    config = ssh(host, f"sha256sum {LAYOUT.litellm_config} "
                        "/etc/systemd/system/sparkstack-*.service").stdout
     before = unit_starts(host, UNITS)
     stack.write(litellm_port=8000)  # clashes with the qwen3-4b model's port
@@ -387,7 +434,7 @@ def test_bad_inventory_is_refused_before_any_host_changes(stack):
     assert result.returncode != 0
     assert "models[0].port (qwen3-4b) = 8000: clashes with litellm_port = 8000" in result.output
     assert "no host was changed" in result.output
-    assert ssh(host, "sha256sum /etc/sparkstack/litellm/config.yaml "
+    assert ssh(host, f"sha256sum {LAYOUT.litellm_config} "
                      "/etc/systemd/system/sparkstack-*.service").stdout == config
     assert unit_starts(host, UNITS) == before
 
