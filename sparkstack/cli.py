@@ -72,6 +72,20 @@ def deploy(inventory: Path, pyinfra_args: tuple[str, ...]) -> None:
 @main.command()
 @click.option("-i", "--inventory", default="inventory.py", show_default=True)
 @click.option("--limit", multiple=True, help="host name, glob or group (repeatable)")
+@click.argument("model")
+def swap(inventory: str, limit: tuple[str, ...], model: str) -> None:
+    """Run MODEL instead of the other members of its swap group, one Spark at a time
+    (the same as `pyinfra INVENTORY swap.py --data model=MODEL`)."""
+    args = [_pyinfra(), "-y", str(Path(inventory).resolve()), "swap.py", "--data",
+            f"model={model}"]
+    for pattern in limit:
+        args += ["--limit", pattern]
+    sys.exit(subprocess.call(args, cwd=REPO_ROOT))
+
+
+@main.command()
+@click.option("-i", "--inventory", default="inventory.py", show_default=True)
+@click.option("--limit", multiple=True, help="host name, glob or group (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def health(inventory: str, limit: tuple[str, ...], as_json: bool) -> None:
     """Check every host: GPU, units, endpoints, a completion per profile, memory."""

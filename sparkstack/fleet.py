@@ -16,6 +16,7 @@ class Replica:
     port: int
     served_name: str
     max_model_len: int
+    swap_group: str = ""
 
     @property
     def id(self) -> str:
@@ -37,8 +38,10 @@ class Fleet:
     def __getitem__(self, name: str) -> HostSettings:
         return self.hosts[name]
 
-    def replicas_of(self, served_name: str, litellm_host: HostSettings) -> list[Replica]:
-        """Every vLLM unit in the fleet serving `served_name`, as `litellm_host` reaches it."""
+    def replicas_of(self, name: str, litellm_host: HostSettings) -> list[Replica]:
+        """Every vLLM unit in the fleet serving `name` (a served name, or a swap group:
+        each of its members; the readiness gate routes the one that runs), as
+        `litellm_host` reaches it."""
         found = []
         for h in self.hosts.values():
             if not h.has("vllm"):
@@ -46,15 +49,22 @@ class Fleet:
             # loopback only for this host's own vLLM, and only while it binds there
             local = h.name == litellm_host.name and self.vllm_bind_address(h) == "127.0.0.1"
             for m in h.models:
-                if m["name"] == served_name:
+                if name in (m["name"], m["swap_group"]):
                     address = "127.0.0.1" if local else h.address
-                    found.append(Replica(h.name, address, m["port"], served_name,
-                                         m["max_model_len"]))
+                    found.append(Replica(h.name, address, m["port"], m["name"],
+                                         m["max_model_len"], m["swap_group"]))
         return found
+
+    def litellm_hosts_routing_to(self, host: HostSettings, model: dict) -> list[HostSettings]:
+        """The hosts whose LiteLLM routes to `model` on `host`."""
+        return [h for h in self.hosts.values() if h.has("litellm") and any(
+            r.host == host.name and r.port == model["port"]
+            for profile in h["profiles"].values() for local in profile.get("local", [])
+            for r in self.replicas_of(local, h))]
 
     def vllm_bind_address(self, host: HostSettings) -> str:
         """Loopback unless another host's LiteLLM routes to this host's models."""
-        served = {m["name"] for m in host.models}
+        served = {name for m in host.models for name in (m["name"], m["swap_group"]) if name}
         for other in self.hosts.values():
             if other.name == host.name or not other.has("litellm"):
                 continue

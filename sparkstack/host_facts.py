@@ -17,7 +17,7 @@ from types import ModuleType
 from pyinfra import host
 from pyinfra.api import FactBase
 from sparkstack_host import host_state
-from sparkstack_host.contract import POSTGRES_UNIT, UNIT_DIR
+from sparkstack_host.contract import POSTGRES_UNIT, UNIT_DIR, VLLM_UNIT_GLOB
 
 from .settings import HostSettings
 
@@ -111,8 +111,11 @@ def snapshot() -> Snapshot:
         s = current_host(host)[0]
         hashed, stat_only = watched(s)
         args = [f"--hash={p}" for p in hashed] + [f"--stat={p}" for p in stat_only]
-        args += ["--units=sparkstack-*", f"--units={POSTGRES_UNIT}", "--postgres",
-                 f"--read={s.layout.manifest}"]
+        # what a failed swap puts back: units, manifest, routes, the swap choices
+        reads = [f"{UNIT_DIR}/{VLLM_UNIT_GLOB}", s.layout.manifest, s.layout.routes_plan,
+                 s.layout.swap_choices, s.layout.litellm_config]
+        args += ["--units=sparkstack-*", f"--units={POSTGRES_UNIT}", "--postgres"]
+        args += [f"--read={p}" for p in reads]
         args += [f"--users={u}" for u in (s["vllm_user"], s["litellm_user"],
                                           s["openwebui_user"], "postgres")]
         args += [f"--packages={p}" for p in PACKAGES]

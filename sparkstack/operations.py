@@ -141,3 +141,13 @@ def unit_running(unit: str, restarted: bool = False, daemon_reload: bool = False
                f"journalctl -u {unit} -n 25 --no-pager -o cat; exit 1; }}")
     elif enabled and not daemon_reload:
         host.noop(f"{unit} is enabled and running")
+
+
+@operation()
+def unit_stopped(unit: str):
+    """Keep a systemd unit stopped and disabled (a swap group member standing by)."""
+    state = snapshot()
+    if not state.running(unit) and not state.enabled(unit):
+        host.noop(f"{unit} is stopped and disabled")
+        return
+    yield f"systemctl disable --now --quiet {unit}"

@@ -68,6 +68,14 @@ class HostSettings:
     def has(self, role: str) -> bool:
         return role in self.values["roles"]
 
+    def swap_groups(self) -> dict[str, list[dict]]:
+        """Each swap group on this host and its members, default (first listed) first."""
+        groups: dict[str, list[dict]] = {}
+        for m in self.models:
+            if m["swap_group"]:
+                groups.setdefault(m["swap_group"], []).append(m)
+        return groups
+
     @property
     def layout(self) -> Layout:
         return Layout(self.values["install_root"], self.values["config_root"],
@@ -135,6 +143,10 @@ def _check_model(host: str, index: int, entry: Any, defaults: dict,
     if merged.get("kv_cache_dtype") not in KV_CACHE_DTYPES:
         problems.append(f"{where}.kv_cache_dtype = {merged.get('kv_cache_dtype')!r}: "
                         f"accepted: {', '.join(KV_CACHE_DTYPES)}")
+    group = merged.get("swap_group")
+    if isinstance(group, str) and group and not NAME_RE.match(group):
+        problems.append(f"{where}.swap_group = {group!r}: a swap group name is letters, "
+                        "digits, '.', '_' or '-' (at most 63 characters), or empty")
     if isinstance(merged.get("extra_args"), list):
         for arg in merged["extra_args"]:
             if not isinstance(arg, str):
@@ -224,6 +236,11 @@ def _check_unique(host: str, models: list[dict], problems: list[str]) -> None:
             problems.append(f"host {host}: models[{i}].name = {m['name']!r}: already used "
                             f"by models[{seen[m['name']]}]; served names must be unique")
         seen.setdefault(m.get("name"), i)
+    for i, m in enumerate(models):
+        if m.get("swap_group") in seen:
+            problems.append(f"host {host}: models[{i}].swap_group = {m['swap_group']!r}: "
+                            "is also a served name on this host; profiles could not tell "
+                            "them apart")
 
 
 def _check_ports(host: str, values: dict, models: list[dict], problems: list[str]) -> None:
@@ -247,7 +264,8 @@ def _check_ports(host: str, values: dict, models: list[dict], problems: list[str
 
 
 def _check_fleet(hosts: list[HostSettings], problems: list[str]) -> None:
-    served = {m["name"] for h in hosts if h.has("vllm") for m in h.models}
+    served = {name for h in hosts if h.has("vllm") for m in h.models
+              for name in (m["name"], m["swap_group"]) if name}
     for h in hosts:
         if not h.has("litellm"):
             continue
@@ -274,7 +292,7 @@ def _check_fleet(hosts: list[HostSettings], problems: list[str]) -> None:
                     if ref not in served:
                         problems.append(
                             f"{where}.local = {local!r}: no host in the inventory serves "
-                            f"a model named {ref!r}; served models: "
+                            f"a model or swap group named {ref!r}; served: "
                             f"{', '.join(sorted(served)) or 'none'}")
             if not local and not profile.get("cloud"):
                 problems.append(f"{where} = {profile!r}: needs local models, a cloud "

@@ -137,7 +137,7 @@ def test_the_deploy_gathers_fit_inputs_by_running_the_whole_module_as_itself(tmp
     the module's own text on python3's stdin, its own entry point, stdlib only."""
     import subprocess
 
-    from sparkstack.services.vllm import ModelFitInputs
+    from sparkstack.services.vllm.fit import ModelFitInputs
     total = fm.write_model(tmp_path / "m", fm.LLAMA_31_8B, fm.dense(fm.LLAMA_31_8B))
     command = ModelFitInputs().command(model=str(tmp_path / "m"), hf_home=str(tmp_path),
                                        hub=None)
@@ -150,6 +150,7 @@ def test_the_deploy_gathers_fit_inputs_by_running_the_whole_module_as_itself(tmp
     assert got["meminfo"].startswith("MemTotal:")
     missing = subprocess.run(["sh", "-c", command.replace(str(tmp_path / "m"), "/nope")],
                              capture_output=True, text=True, cwd="/", check=True).stdout
-    assert ModelFitInputs().process(missing.splitlines()) == {
-        "unknown": "FileNotFoundError: /nope: not a local folder and not in the Hugging "
-                   "Face cache (Hub lookups are off)"}
+    got = ModelFitInputs().process(missing.splitlines())
+    assert got["unknown"] == ("FileNotFoundError: /nope: not a local folder and not in "
+                              "the Hugging Face cache (Hub lookups are off)")
+    assert got["meminfo"].startswith("MemTotal:") and "config" not in got

@@ -104,14 +104,20 @@ def test_gate_writes_only_ready_routes_and_keeps_a_drained_model_out(plan, tmp_p
     assert routes.routed_backends(config) == {"a:8000", "b:8000"}
     assert "routes: a:8001: not routed, loading (port closed)" in lines
     # drained: out although it still answers, until its unit starts again
-    routes.gate(layout, drain="qwen3-4b", log=lines.append)
+    routes.gate(layout, drain=["qwen3-4b"], log=lines.append)
     assert routes.routed_backends(config) == {"b:8000"}
-    assert (tmp_path / "run" / "drained" / "qwen3-4b").exists()
+    assert (tmp_path / "run" / "drained" / "a:8000").exists()
     routes.gate(layout, log=lines.append)
     assert routes.routed_backends(config) == {"b:8000"}
-    assert routes.gate(layout, undrain="qwen3-4b", log=lines.append)
+    assert routes.gate(layout, undrain=["qwen3-4b"], log=lines.append)
     assert routes.routed_backends(config) == {"a:8000", "b:8000"}
     assert routes.gate(layout, log=lines.append) is False
+    # a model on another Spark is drained by its backend id, and a deploy's
+    # --undrain-remote lets it back in once ready
+    routes.gate(layout, drain=["b:8000"], log=lines.append)
+    assert routes.routed_backends(config) == {"a:8000"}
+    routes.gate(layout, undrain_remote=True, log=lines.append)
+    assert routes.routed_backends(config) == {"a:8000", "b:8000"}
 
 
 def test_vllm_units_gate_litellm_routes_only_where_litellm_runs():

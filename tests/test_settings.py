@@ -84,8 +84,25 @@ def test_profile_naming_a_model_that_does_not_exist():
     msg = one_problem({"s": {"profiles": {"fast": {"local": ["qwen3-40b"]}},
                              "litellm_model_aliases": {}}})
     assert msg.startswith("host s: profiles.fast.local = ['qwen3-40b']: no host in the "
-                          "inventory serves a model named 'qwen3-40b'")
-    assert "served models: qwen3-4b, qwen3-coder-30b" in msg
+                          "inventory serves a model or swap group named 'qwen3-40b'")
+    assert "served: qwen3-4b, qwen3-coder-30b" in msg
+
+
+def test_swap_groups_are_checked():
+    models = [{"name": "day", "model": "a/b", "port": 8000, "swap_group": "big"},
+              {"name": "night", "model": "a/c", "port": 8001, "swap_group": "big"}]
+    host = validate_inventory({"s": {"models": models, "profiles": {
+        "code": {"local": ["big"]}}, "litellm_model_aliases": {}}})[0]
+    assert [m["swap_group"] for m in host.models] == ["big", "big"]
+    msg = one_problem({"s": {"models": [{**models[0], "swap_group": "day"}, models[1]],
+                             "profiles": {"code": {"local": ["day"]}},
+                             "litellm_model_aliases": {}}})
+    assert msg == ("host s: models[0].swap_group = 'day': is also a served name on this "
+                   "host; profiles could not tell them apart")
+    msg = one_problem({"s": {"models": [{**models[0], "swap_group": "big group"}],
+                             "profiles": {"code": {"local": ["day"]}},
+                             "litellm_model_aliases": {}}})
+    assert msg.startswith("host s: models[0] (day).swap_group = 'big group': a swap group")
 
 
 def test_profile_can_name_a_model_served_by_another_host():

@@ -39,6 +39,7 @@ GATE = "sparkstack-routes"
 WAIT_READY = "sparkstack-wait-ready"
 HEALTH = "sparkstack-health"
 LITELLM_SERVE = "sparkstack-litellm-serve"
+DOWNLOAD = "sparkstack-download"
 HOST_PACKAGE = "sparkstack-host"
 
 
@@ -98,6 +99,11 @@ class Layout:
     @property
     def pip_constraints(self) -> str:
         return f"{self.install_root}/pip-constraints.txt"
+
+    @property
+    def swap_choices(self) -> str:
+        """Which member of each swap group runs, as `sparkstack swap` chose it."""
+        return f"{self.state_dir('vllm')}/swap-choices.json"
 
     @property
     def drained_dir(self) -> str:
@@ -176,6 +182,7 @@ class ManifestModel:
     address: str               # what vLLM binds to
     max_model_len: int
     gpu_memory_utilization: float
+    swap_group: str = ""       # alternatives on this host: one runs, the others stand by
 
     @property
     def unit(self) -> str:
@@ -240,6 +247,7 @@ class Backend:
     served_name: str
     max_model_len: int
     local: bool                # on this host: drained by its own unit
+    swap_group: str = ""       # one member of a swap group runs, the others stand by
 
 
 @dataclass

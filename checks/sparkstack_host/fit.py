@@ -76,6 +76,17 @@ class Memory:
                 kb[key] = int(rest.split()[0]) * 1024
         return cls(kb["MemTotal"], kb["MemFree"], kb.get("MemAvailable", kb["MemFree"]))
 
+    def budget(self, gpu_memory_utilization: float) -> int:
+        return int(gpu_memory_utilization * self.total)
+
+    def committed(self, held: int) -> "Memory":
+        """What is left once models hold `held` bytes of budget. vLLM takes its whole
+        budget at start, so on a Spark the OS figures already show a running model's
+        budget as used; the cap also covers a model still loading, and (on the
+        simulated Sparks) a stand-in that allocates nothing."""
+        cap = max(int(MAX_UTILIZATION * self.total) - held, 0)
+        return Memory(self.total, min(self.free, cap), min(self.available, cap))
+
 
 @dataclass
 class Estimate:

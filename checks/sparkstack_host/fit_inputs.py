@@ -3,7 +3,8 @@ its weights, and /proc/meminfo.
 
     python3 fit_inputs.py --model REPO_OR_DIR [--hf-home DIR] [--hub URL]
 
-prints them as one JSON object ({"unknown": reason} when the model cannot be read).
+prints them as one JSON object (with "unknown": reason when the model cannot be read:
+the memory figures still come).
 Weights come from `model.safetensors.index.json` (metadata.total_size) or the sum of the
 tensor byte ranges in every `*.safetensors` header, found in a local folder, the Hugging
 Face cache, or (with --hub) the Hub itself: only the headers are read, with HTTP range
@@ -135,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hub", help="read the headers from this Hub when the model is not "
                                  "on this machine (e.g. https://huggingface.co)")
     args = p.parse_args(argv)
+    out = {"meminfo": Path("/proc/meminfo").read_text()}
     try:
         config, weights, source = model_inputs(args.model, args.hf_home, args.hub)
-        out = {"config": config, "weights": weights, "source": source,
-               "meminfo": Path("/proc/meminfo").read_text()}
+        out.update(config=config, weights=weights, source=source)
     except (OSError, KeyError, ValueError) as e:
-        out = {"unknown": f"{e.__class__.__name__}: {e}"}
+        out["unknown"] = f"{e.__class__.__name__}: {e}"
     print(json.dumps(out))
     return 0
 

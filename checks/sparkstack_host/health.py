@@ -68,8 +68,7 @@ def check_memory() -> tuple[bool, str, str]:
 
 
 def check_unit(unit: str) -> tuple[bool, str, str]:
-    state = subprocess.run(["systemctl", "is-active", unit], capture_output=True,
-                           text=True).stdout.strip()
+    state = _state(unit)
     if state == "active":
         return True, "active", ""
     tail = subprocess.run(["journalctl", "-u", unit, "-n", "3", "--no-pager", "-o", "cat"],
@@ -77,6 +76,21 @@ def check_unit(unit: str) -> tuple[bool, str, str]:
     return False, f"{state}" + (f": {tail}" if tail else ""), (
         f"systemctl start {unit}, or read journalctl -u {unit} -n 50; a re-deploy "
         "restores its configuration")
+
+
+def _state(unit: str) -> str:
+    return subprocess.run(["systemctl", "is-active", unit], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def check_group(members: list[ManifestModel], active: set[str]) -> tuple[bool, str, str]:
+    """One member of a swap group runs; the others stand by."""
+    running = [m.name for m in members if m.unit in active]
+    standing = [m.name for m in members if m.unit not in active]
+    detail = (f"running {', '.join(running) or 'none'}; standing by: "
+              f"{', '.join(standing) or 'none'}")
+    return len(running) == 1, detail, ("sparkstack swap MODEL runs the member you want; "
+                                       "a deploy restores the recorded choice")
 
 
 def check_model(model: ManifestModel, key: str) -> tuple[bool, str, str]:
@@ -150,9 +164,19 @@ def run(config_root: str = DEFAULT_CONFIG_ROOT) -> list[dict]:
         jobs.append(("postgres", lambda: check_postgres(manifest.postgres_port)))
     if "vllm" in roles:
         key = load_env_file(layout.secrets_env("vllm"))["VLLM_API_KEY"]
+        groups: dict[str, list[ManifestModel]] = {}
         for m in manifest.models:
-            units.append(m.unit)
-            jobs.append((f"vllm {m.name}", lambda m=m: check_model(m, key)))
+            if m.swap_group:
+                groups.setdefault(m.swap_group, []).append(m)
+        active = {m.unit for m in manifest.models if not m.swap_group
+                  or _state(m.unit) in ("active", "activating", "reloading")}
+        for m in manifest.models:
+            if m.unit in active:
+                units.append(m.unit)
+                jobs.append((f"vllm {m.name}", lambda m=m: check_model(m, key)))
+        for group, members in groups.items():
+            jobs.append((f"swap group {group}",
+                         lambda members=members: check_group(members, active)))
     if "litellm" in roles:
         units.append(LITELLM_UNIT)
         base = manifest.litellm_url

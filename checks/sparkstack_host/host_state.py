@@ -7,7 +7,7 @@
 prints one JSON object: type, mode, owner (and the sha256 of the contents, for --hash
 patterns) of every path the patterns match; the active, sub and enablement state of
 the units; the users; which of the Debian packages are installed; the text of the
---read files; the roles and databases in the local PostgreSQL; the distribution.
+files the --read patterns match; the roles and databases in the local PostgreSQL; the distribution.
 
 A pattern is a path with shell wildcards in each segment and `**` for any number of
 segments; `covers(path, pattern)` says whether a path falls under one, so a path that
@@ -146,12 +146,13 @@ def snapshot(args: argparse.Namespace) -> dict:
                 if entry:
                     files[path.rstrip("/") or "/"] = entry
     contents = {}
-    for path in args.read:
-        try:
-            with open(path) as f:
-                contents[path] = f.read()
-        except OSError:
-            pass
+    for pattern in args.read:
+        for path in glob.glob(pattern):
+            try:
+                with open(path) as f:
+                    contents[path] = f.read()
+            except (OSError, UnicodeDecodeError):
+                pass
     return {"files": files, "units": units(args.units) if args.units else {},
             "users": users(args.users), "packages": packages(args.packages),
             "contents": contents,

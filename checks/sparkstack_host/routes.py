@@ -2,7 +2,8 @@
 that model passes the readiness probe; until then the profile goes straight to its
 cloud fallback.
 
-    sparkstack-routes [--config-root DIR] [--drain NAME | --undrain NAME] [--apply]
+    sparkstack-routes [--config-root DIR] [--drain MODEL|BACKEND]... [--undrain ...]...
+                      [--undrain-remote] [--apply]
 
 The deploy writes the plan (`routes.json`, `contract.RoutesPlan`: LiteLLM's config with
 every local route, how to probe each backend, and the cloud-only entry of each
@@ -17,6 +18,10 @@ It runs in LiteLLM's ExecStartPre (boot: models still loading), in each local vL
 unit's ExecStartPost (`--undrain`: the model just became ready) and ExecStop
 (`--drain`: take the route out before the model stops), from a timer (remote models)
 and at the end of a deploy. A drained model stays out until its unit starts again.
+`--drain`/`--undrain` name a model served on this host or a backend `host:port`
+anywhere in the fleet: a swap or an update drains a Spark's model out of every
+LiteLLM that routes to it before the model stops; a deploy ends with
+`--undrain-remote`, so a drain left by an interrupted run does not outlive it.
 """
 
 from __future__ import annotations
@@ -72,9 +77,12 @@ def render(config: dict) -> str:
     return HEADER + json.dumps(config, indent=1, sort_keys=True) + "\n"
 
 
-def read_config(path: Path) -> dict:
-    text = path.read_text() if path.is_file() else ""
+def read_config_text(text: str) -> dict:
     return json.loads(text.removeprefix(HEADER)) if text.startswith(HEADER) else {}
+
+
+def read_config(path: Path) -> dict:
+    return read_config_text(path.read_text() if path.is_file() else "")
 
 
 def local_routes(config: dict) -> set[tuple[str, str]]:
@@ -90,8 +98,15 @@ def routed_backends(config_path: Path) -> set[str]:
 
 
 def drained(layout: Layout) -> set[str]:
+    """Backends kept out of LiteLLM's config, whatever their readiness."""
     folder = Path(layout.drained_dir)
     return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+def backends_named(plan: RoutesPlan, names: list[str]) -> set[str]:
+    """Backend ids for `names`: ids as they are, served names as this host's backends."""
+    return {bid for bid, b in plan.backends.items() for name in names
+            if bid == name or (b.local and b.served_name == name)}
 
 
 def probe_backends(plan: RoutesPlan, skip: set[str], api_key: str | None) -> dict[str, str]:
@@ -100,7 +115,7 @@ def probe_backends(plan: RoutesPlan, skip: set[str], api_key: str | None) -> dic
 
     def one(bid: str) -> str:
         b = backends[bid]
-        if b.served_name in skip and b.local:
+        if bid in skip:
             return "drained"
         r = probe(b.url, b.served_name, b.max_model_len, api_key, timeout=5)
         return "ready" if r.ready else f"{r.state} ({r.detail})"
@@ -152,8 +167,8 @@ def wait_idle(backend, timeout: float, log) -> None:
         f"{timeout:.0f} s; stopping anyway")
 
 
-def gate(layout: Layout, drain: str | None = None, undrain: str | None = None,
-         apply: bool = False, log=print) -> bool:
+def gate(layout: Layout, drain: list[str] = (), undrain: list[str] = (),
+         apply: bool = False, log=print, undrain_remote: bool = False) -> bool:
     """Bring LiteLLM's config in line with the backends' readiness. Returns whether
     the config changed."""
     plan_path, config_path = Path(layout.routes_plan), Path(layout.litellm_config)
@@ -166,10 +181,11 @@ def gate(layout: Layout, drain: str | None = None, undrain: str | None = None,
     # one gate at a time; never held while LiteLLM restarts (its ExecStartPre gates too)
     with open(layout.gate_lock, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if drain:
-            (drained_dir / drain).touch()
-        if undrain:
-            (drained_dir / undrain).unlink(missing_ok=True)
+        for bid in backends_named(plan, list(drain)):
+            (drained_dir / bid).touch()
+        remote = {bid for bid, b in plan.backends.items() if not b.local}
+        for bid in backends_named(plan, list(undrain)) | (remote if undrain_remote else set()):
+            (drained_dir / bid).unlink(missing_ok=True)
         env = load_env_file(layout.secrets_env("litellm"))
         states = probe_backends(plan, drained(layout), env.get("VLLM_API_KEY"))
         ready = {bid for bid, state in states.items() if state == "ready"}
@@ -188,10 +204,8 @@ def gate(layout: Layout, drain: str | None = None, undrain: str | None = None,
         log(f"routes: config changed; {apply_to_litellm()}")
     elif not changed:
         log("routes: config unchanged")
-    if drain:
-        for b in plan.backends.values():
-            if b.local and b.served_name == drain:
-                wait_idle(b, plan.drain_timeout, log)
+    for bid in sorted(backends_named(plan, list(drain))):
+        wait_idle(plan.backends[bid], plan.drain_timeout, log)
     return changed
 
 
@@ -199,14 +213,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=GATE)
     p.add_argument("--config-root", default=DEFAULT_CONFIG_ROOT,
                    help="the deploy's config_root (default %(default)s)")
-    p.add_argument("--drain", metavar="MODEL", help="take this local model's routes out")
-    p.add_argument("--undrain", metavar="MODEL", help="let this local model be routed again")
+    p.add_argument("--drain", action="append", default=[], metavar="MODEL|HOST:PORT",
+                   help="take the routes to this local model (or backend) out, and wait "
+                        "until it has finished its requests")
+    p.add_argument("--undrain", action="append", default=[], metavar="MODEL|HOST:PORT",
+                   help="let this local model (or backend) be routed again once ready")
+    p.add_argument("--undrain-remote", action="store_true",
+                   help="let every backend on other Sparks be routed again once ready")
     p.add_argument("--apply", action="store_true",
                    help="make a running LiteLLM take the routes when its config changed")
     args = p.parse_args(argv)
     start = time.monotonic()
     try:
         gate(Layout(config_root=args.config_root), args.drain, args.undrain, args.apply,
+             undrain_remote=args.undrain_remote,
              log=lambda line: print(line, flush=True))
     except (OSError, RuntimeError, ValueError) as e:
         print(f"routes: {e}", file=sys.stderr)

@@ -39,7 +39,8 @@ def manifest(s: HostSettings, fleet: Fleet) -> Manifest:
         host=s.name, roles=s.roles, layout=s.layout,
         models=[ManifestModel(name=m["name"], model=m["model"], port=m["port"],
                               address=bind, max_model_len=m["max_model_len"],
-                              gpu_memory_utilization=m["gpu_memory_utilization"])
+                              gpu_memory_utilization=m["gpu_memory_utilization"],
+                              swap_group=m["swap_group"])
                 for m in s.models],
         postgres_port=s["postgres_port"], litellm_address=s["litellm_bind_address"],
         litellm_port=s["litellm_port"], openwebui_address=s["openwebui_bind_address"],

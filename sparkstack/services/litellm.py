@@ -9,7 +9,6 @@ into LiteLLM's venv) takes new routes in place.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from io import StringIO
 
@@ -29,7 +28,7 @@ from sparkstack_host.contract import (
     RoutesPlan,
     local_url,
 )
-from sparkstack_host.routes import assemble, render
+from sparkstack_host.routes import assemble, local_routes, read_config_text, render
 
 from ..fleet import Fleet
 from ..host_facts import snapshot
@@ -65,14 +64,14 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
 
     def local_entries(name: str, profile: dict) -> list[dict]:
         entries = []
-        for served in profile.get("local", []):
-            for r in fleet.replicas_of(served, s):
-                backends[r.id] = Backend(url=r.url, served_name=served,
+        for local in profile.get("local", []):
+            for r in fleet.replicas_of(local, s):
+                backends[r.id] = Backend(url=r.url, served_name=r.served_name,
                                          max_model_len=r.max_model_len,
-                                         local=r.host == s.name)
+                                         local=r.host == s.name, swap_group=r.swap_group)
                 entries.append({
                     "model_name": name,
-                    "litellm_params": {"model": f"hosted_vllm/{served}",
+                    "litellm_params": {"model": f"hosted_vllm/{r.served_name}",
                                        "api_base": r.api_base,
                                        "api_key": "os.environ/VLLM_API_KEY"},
                     "model_info": {"id": f"{name}@{r.id}", "sparkstack_host": r.host,
@@ -178,7 +177,11 @@ def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
                      commands=[f"systemctl stop {LITELLM_UNIT}"])
     unit_running(name="Listen on LiteLLM's socket", unit=LITELLM_SOCKET,
                  daemon_reload=socket_file.will_change, restarted=socket_file.will_change)
-    run_unit(LITELLM_UNIT, "Run LiteLLM", unit_file, [venv, launcher, plan, env, socket_file])
+    run_unit(LITELLM_UNIT, "Run LiteLLM", unit_file, [venv, launcher, env, socket_file])
+    # LiteLLM reads config.yaml, which the gate writes from the plan: a new plan is
+    # taken in place (systemctl reload), never by a restart
+    server.shell(name="Take the new routes plan in place", _if=plan.did_change,
+                 commands=[f"{gate} --config-root {layout.config_root} --apply"])
     routes_unit = write_unit(svc, ROUTES_UNIT, "litellm/litellm-routes.service.j2",
                              gate=gate, litellm_unit=LITELLM_UNIT)
     timer_file = put_file(name=f"Write unit {ROUTES_TIMER}",
@@ -189,24 +192,37 @@ def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
                  restarted=timer_file.will_change)
 
 
+def routes_complete(plan: RoutesPlan, config_text: str | None) -> bool:
+    """Does LiteLLM's config route what a deploy should leave routed: every backend
+    outside a swap group, a member of each swap group (the others stand by), and all of
+    it as the current plan says?"""
+    config = read_config_text(config_text or "")
+    routed = {bid for _, bid in local_routes(config)}
+    groups: dict[tuple[str, str], set[str]] = {}
+    for bid, b in plan.backends.items():
+        if b.swap_group:
+            groups.setdefault((bid.rsplit(":", 1)[0], b.swap_group), set()).add(bid)
+    alone = {bid for bid, b in plan.backends.items() if not b.swap_group}
+    return (alone <= routed and all(members & routed for members in groups.values())
+            and render(assemble(plan, routed)) == config_text)
+
+
 @operation()
-def routes_current(config: str, wanted: str, command: str):
-    """Run the readiness gate unless LiteLLM's config already routes to every model
-    (`wanted`); the gate itself decides what is ready when it runs."""
-    current = snapshot().file(config) or {}
-    if current.get("sha256") == hashlib.sha256(wanted.encode()).hexdigest():
-        host.noop("LiteLLM routes to every model")
+def routes_current(plan: RoutesPlan, config: str, command: str):
+    """Run the readiness gate unless LiteLLM's config already routes what it should;
+    the gate itself decides what is ready when it runs."""
+    if routes_complete(plan, snapshot().content(config)):
+        host.noop("LiteLLM routes to every model that should run")
         return
     yield command
 
 
 def route_ready_models(s: HostSettings, fleet: Fleet) -> None:
     """Last step of a deploy: once the models (on every Spark) had their chance to
-    become ready, add their routes. Nothing to do when LiteLLM already routes to all."""
-    plan = routes_plan(s, fleet)
+    become ready, add their routes, and let models on other Sparks that a run left
+    drained back in. Nothing to do when LiteLLM already routes to all."""
     layout = s.layout
     routes_current(name="Route profiles to the models that are ready",
-                   config=layout.litellm_config,
-                   wanted=render(assemble(plan, set(plan.backends))),
+                   plan=routes_plan(s, fleet), config=layout.litellm_config,
                    command=f"{layout.host_program(GATE)} --config-root "
-                           f"{layout.config_root} --apply")
+                           f"{layout.config_root} --undrain-remote --apply")

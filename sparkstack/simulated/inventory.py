@@ -33,6 +33,7 @@ def sim_group_data(**overrides) -> dict:
         # The simulated Sparks never contact huggingface.co (the tests point
         # hf_endpoint at a Hub stand-in of their own where they need one).
         "fit_check_hub": False,
+        "prefetch_weights": False,
         # Prisma (behind LiteLLM's request log) downloads its engines from a site these
         # machines cannot reach.
         "litellm_request_log": False,

@@ -25,13 +25,13 @@ import anthropic
 import httpx
 import openai
 import pytest
+from sparkstack_host.contract import Layout, read_env_file, write_env_file
 
+from sparkstack.host_package import wheel
 from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import ssh
 from sparkstack.simulated.inventory import write_inventory
 from tests.doubles.cloud_standin import CloudStandin
-from sparkstack_host.contract import Layout, read_env_file, write_env_file
-
 from tests.e2e.helpers import REPO, Tunnel, run_deploy, unit_starts
 
 pytestmark = pytest.mark.e2e
@@ -252,6 +252,24 @@ def test_second_run_changes_nothing(stack):
     assert again.returncode == 0, again.output[-3000:]
     assert again.grand_total()["changed"] == "-", again.output[-3000:]
     assert unit_starts(stack.hosts[0], UNITS) == before
+
+
+def test_a_changed_host_package_is_reinstalled_and_restarts_only_litellm(stack):
+    """The host's package differs from the controller's (as after a sparkstack upgrade):
+    it is re-installed into the host venv and LiteLLM's, and only LiteLLM (whose
+    launcher runs in its process) restarts."""
+    host = stack.hosts[0]
+    before = unit_starts(host, UNITS)
+    ssh(host, f"echo older > {LAYOUT.host_venv}/.sparkstack-wheel-sparkstack_host; "
+              f"echo older > {LAYOUT.venv('litellm')}/.sparkstack-wheel-sparkstack_host")
+    result = run_deploy(stack.inventory)
+    assert result.returncode == 0, result.output[-3000:]
+    stamps = ssh(host, f"cat {LAYOUT.host_venv}/.sparkstack-wheel-sparkstack_host "
+                       f"{LAYOUT.venv('litellm')}/.sparkstack-wheel-sparkstack_host").stdout
+    assert stamps.split() == [wheel().sha256] * 2
+    after = unit_starts(host, UNITS)
+    assert {u for u in UNITS if after[u] != before[u]} == {"sparkstack-litellm.service"}
+    assert run_deploy(stack.inventory).grand_total()["changed"] == "-"
 
 
 def test_changing_one_model_flag_restarts_only_that_unit(stack):

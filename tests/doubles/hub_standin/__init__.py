@@ -1,27 +1,36 @@
 """TEST DOUBLE for the Hugging Face Hub's file and model API, for `hf_endpoint`.
 
 Serves a folder laid out as <org>/<repo>/<file> the way the Hub does:
-`/<org>/<repo>/resolve/main/<file>` (with HTTP range requests, answered 206) and
-`/api/models/<org>/<repo>` (the file list as `siblings`). It counts the bytes it sends,
-so tests can tell header reads from downloads.
+`/<org>/<repo>/resolve/<revision>/<file>` (with HTTP range requests, answered 206),
+`/api/models/<org>/<repo>` (the file list as `siblings`) and
+`/api/models/<org>/<repo>/revision/<rev>` (the same with each file's size and the
+commit, a fixed hash of the repo). It counts the bytes and requests it serves, so tests
+can tell header reads from downloads and when a download happened.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/main/(.+)$")
-API = re.compile(r"^/api/models/([^/]+/[^/]+)$")
-RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
+RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/[^/]+/([^?]+)$")
+API = re.compile(r"^/api/models/([^/]+/[^/]+)(/revision/[^/?]+)?(\?.*)?$")
+RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
+def commit_of(repo: str) -> str:
+    return hashlib.sha1(repo.encode()).hexdigest()
 
 
 class HubStandin:
     def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0):
         self.root, self.bytes_sent, self.requests = root, 0, []
+        self.times: list[tuple[float, str]] = []  # (time.time(), path) of each request
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,12 +47,15 @@ class HubStandin:
 
             def do_GET(self):
                 hub.requests.append(self.path)
+                hub.times.append((time.time(), self.path))
                 if m := API.match(self.path):
                     repo = hub.root / m.group(1)
                     if not repo.is_dir():
                         return self.send(404, b'{"error": "Repository not found"}')
-                    siblings = [{"rfilename": p.name} for p in sorted(repo.iterdir())]
+                    siblings = [{"rfilename": p.name, "size": p.stat().st_size}
+                                for p in sorted(repo.iterdir())]
                     return self.send(200, json.dumps({"id": m.group(1),
+                                                      "sha": commit_of(m.group(1)),
                                                       "siblings": siblings}).encode())
                 m = RESOLVE.match(self.path)
                 path = hub.root / m.group(1) / m.group(2) if m else None
@@ -51,7 +63,10 @@ class HubStandin:
                     return self.send(404, b"Entry not found")
                 data = path.read_bytes()
                 if r := RANGE.match(self.headers.get("Range", "")):
-                    first, last = int(r.group(1)), min(int(r.group(2)), len(data) - 1)
+                    first = int(r.group(1))
+                    if first >= len(data):
+                        return self.send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
+                    last = min(int(r.group(2) or len(data) - 1), len(data) - 1)
                     return self.send(206, data[first:last + 1], {
                         "Content-Range": f"bytes {first}-{last}/{len(data)}"})
                 self.send(200, data)

@@ -1,0 +1,203 @@
+"""A swap: the vLLM units that start on a host replace units that run there now.
+
+The deploy plans it (which units stop, start or restart, whether the new models fit
+while the old ones still run) before any host is changed, writes the new unit files,
+then runs `Swap.run` once per host, one host at a time across the fleet, so a profile
+served by several Sparks stays local on the others:
+
+1. download the new weights while the old models serve (a failed download changes
+   nothing: the unit files written for the swap are put back);
+2. make-before-break when the new models fit beside the old ones: start the new units
+   (each returns once its model answers), route them on every LiteLLM of the fleet,
+   then drain the old ones out of every LiteLLM (requests in flight finish) and stop
+   them; otherwise break-before-make: drain and stop the old units, drop the page cache
+   if the fit needs it, start the new ones and route them;
+3. roll back when a new model does not become ready: stop it, put every file the swap
+   changed back, start the old units again and route them, and fail with the unit's
+   journal. The host is then as before the run.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from io import StringIO
+
+import gevent.lock
+from pyinfra import logger
+from pyinfra.api import StringCommand
+from pyinfra.api.exceptions import PyinfraError
+from sparkstack_host.contract import DOWNLOAD, GATE, Layout
+
+from .fit import MAKE_BEFORE_BREAK
+
+# One swap at a time in the whole fleet: the other Sparks keep serving meanwhile.
+_one_at_a_time = gevent.lock.Semaphore()
+
+
+@dataclass
+class Unit:
+    unit: str
+    backend: str                     # host:port, as LiteLLM names the route
+    litellm_hosts: list[str]         # hosts whose LiteLLM routes to it (this one too)
+
+
+@dataclass
+class Swap:
+    host: str
+    layout: Layout
+    mode: str
+    stop: list[Unit]                 # running units that stop for good (or stand by)
+    start: list[Unit]                # units that start (or restart, when also in stop)
+    downloads: list[tuple[str, str]] = field(default_factory=list)   # (repo, revision)
+    drop_caches: bool = False
+    previous: dict[str, str | None] = field(default_factory=dict)    # path: text or None
+    vllm_user: str = "vllm"
+    hf_endpoint: str = ""
+    layouts: dict[str, Layout] = field(default_factory=dict)  # of the LiteLLM hosts
+    record: dict[str, str] = field(default_factory=dict)   # path: text, once it worked
+    disable: list[str] = field(default_factory=list)       # units that stand by or go
+    remove: list[str] = field(default_factory=list)        # their files, for those that go
+    log_lines: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        stop = ", ".join(u.unit for u in self.stop) or "nothing"
+        start = ", ".join(u.unit for u in self.start) or "nothing"
+        return f"swap ({self.mode}): stop {stop}; start {start}"
+
+    # --- running commands on this and other hosts --------------------------------------
+    def _log(self, message: str) -> None:
+        self.log_lines.append(message)
+        logger.info(f"    [{self.host}] {message}")
+
+    @staticmethod
+    def _host(name: str):
+        from pyinfra import state
+        h = state.inventory.get_host(name)
+        if not h.connected:  # e.g. left out by --limit, yet its LiteLLM routes here
+            h.connect(reason="to drain or route a model it routes to",
+                      raise_exceptions=True)
+        return h
+
+    def _run(self, host_name: str, command: str, stream: bool = False) -> tuple[bool, str]:
+        h = self._host(host_name)
+        ok, output = h.run_shell_command(StringCommand(command), print_output=stream,
+                                         _sudo=bool(h.data.get("_sudo")))
+        return ok, "\n".join(line.line for line in output)
+
+    def _must(self, host_name: str, command: str, stream: bool = False) -> str:
+        ok, out = self._run(host_name, command, stream)
+        if not ok:
+            raise RuntimeError(f"{host_name}: `{command}` failed:\n{out[-1500:]}")
+        return out
+
+    def _gate(self, host_name: str, *args: str) -> None:
+        layout = self.layouts[host_name]
+        self._must(host_name, shlex.join([layout.host_program(GATE), "--config-root",
+                                          layout.config_root, *args, "--apply"]))
+
+    def _others(self, unit: Unit) -> list[str]:
+        """LiteLLM hosts other than this one (its own is drained by the unit's hooks)."""
+        return [h for h in unit.litellm_hosts if h != self.host]
+
+    # --- the steps -------------------------------------------------------------------------
+    def _download(self) -> None:
+        for repo, revision in self.downloads:
+            self._log(f"download {repo}@{revision or 'main'} while the old model serves")
+            self._must(self.host, shlex.join([
+                "runuser", "-u", self.vllm_user, "--",
+                self.layout.host_program(DOWNLOAD), repo, "--revision", revision or "main",
+                "--hf-home", self.layout.cache_dir("vllm", "huggingface"),
+                "--endpoint", self.hf_endpoint]), stream=True)
+
+    def _drain_and_stop(self, unit: Unit) -> None:
+        for other in self._others(unit):
+            self._log(f"drain {unit.backend} out of {other}'s LiteLLM")
+            self._gate(other, "--drain", unit.backend)
+        self._log(f"stop {unit.unit} (its own LiteLLM drains it first)")
+        self._must(self.host, f"systemctl stop {unit.unit}")
+
+    def _start_and_route(self, unit: Unit) -> None:
+        self._log(f"start {unit.unit}; returns once the model answers")
+        ok, out = self._run(self.host, f"systemctl start {unit.unit}")
+        if not ok:
+            _, journal = self._run(self.host, f"journalctl -u {unit.unit} -n 25 --no-pager "
+                                              "-o cat")
+            raise NotReady(unit.unit, journal)
+        for other in self._others(unit):
+            self._log(f"route {unit.backend} on {other}'s LiteLLM")
+            self._gate(other, "--undrain", unit.backend)
+
+    def _restore(self, started: list[Unit], stopped: list[Unit]) -> None:
+        for unit in started:
+            self._run(self.host, f"systemctl stop {unit.unit}; "
+                                 f"systemctl reset-failed {unit.unit}")
+        h = self._host(self.host)
+        for path, text in self.previous.items():
+            if text is None:
+                self._run(self.host, f"rm -f {shlex.quote(path)}")
+            else:
+                h.put_file(StringIO(text), path, _sudo=bool(h.data.get("_sudo")))
+        self._must(self.host, "systemctl daemon-reload")
+        for unit in stopped:
+            self._log(f"roll back: start {unit.unit} again")
+            self._run(self.host, f"systemctl start {unit.unit}")
+            for other in self._others(unit):
+                self._gate(other, "--undrain", unit.backend)
+        # this host's LiteLLM takes its previous routes back
+        if any(self.host in u.litellm_hosts for u in self.stop + self.start):
+            self._gate(self.host)
+
+    def run(self) -> None:
+        """Runs at execution time (python.call); raises when the swap was rolled back."""
+        with _one_at_a_time:
+            self._log(self.describe())
+            try:
+                self._download()
+            except RuntimeError as e:
+                self._restore([], [])
+                raise PyinfraError(f"{self.host}: download failed, nothing changed: {e}")
+            self._must(self.host, "systemctl daemon-reload")
+            stopped: list[Unit] = []
+            started: list[Unit] = []
+            try:
+                if self.mode == MAKE_BEFORE_BREAK:
+                    for unit in self.start:
+                        started.append(unit)
+                        self._start_and_route(unit)
+                    for unit in self.stop:
+                        self._drain_and_stop(unit)
+                        stopped.append(unit)
+                else:
+                    for unit in self.stop:
+                        self._drain_and_stop(unit)
+                        stopped.append(unit)
+                    if self.drop_caches:
+                        self._log("drop the page cache so the new model fits")
+                        self._run(self.host, "sync; echo 3 > /proc/sys/vm/drop_caches")
+                    for unit in self.start:
+                        started.append(unit)
+                        self._start_and_route(unit)
+            except NotReady as e:
+                self._log(f"{e.unit} did not become ready: rolling back")
+                self._restore(started, stopped)
+                raise PyinfraError(f"{self.host}: swap rolled back, {e.unit} did not become "
+                                   f"ready; the host runs what it ran before. Last log lines "
+                                   f"of {e.unit}:\n{e.journal}")
+            h = self._host(self.host)
+            for path, text in self.record.items():
+                h.put_file(StringIO(text), path, _sudo=bool(h.data.get("_sudo")))
+            for unit in self.start:
+                self._must(self.host, f"systemctl enable --quiet {unit.unit}")
+            for unit in self.disable:
+                self._must(self.host, f"systemctl disable --quiet {unit}")
+            if self.remove:
+                self._must(self.host, f"rm -f {shlex.join(self.remove)} && "
+                                      "systemctl daemon-reload")
+            self._log("swap done")
+
+
+class NotReady(Exception):
+    def __init__(self, unit: str, journal: str):
+        super().__init__(unit)
+        self.unit, self.journal = unit, journal

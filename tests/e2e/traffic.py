@@ -1,0 +1,100 @@
+"""Client traffic through LiteLLM while the fleet changes: real SDK clients (openai and
+anthropic, no retries), paced to a rate per profile, each answer recorded with who gave
+it, so a test can assert zero failures and who answered before, during and after."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import anthropic
+import openai
+
+
+@dataclass
+class Answer:
+    at: float            # time.monotonic() the request was sent
+    seconds: float
+    profile: str
+    api: str             # openai or anthropic
+    who: str             # "MODEL@HOST" for a local model, "cloud" for the cloud
+    error: str = ""
+
+
+def who_answered(text: str) -> str:
+    """The stand-ins answer "standin:MODEL@HOST:PORT ..." or "cloud-standin:...": ."""
+    label, _, rest = text.partition(":")
+    if label == "cloud-standin":
+        return "cloud"
+    return rest.split(":", 1)[0] if label == "standin" else f"unknown({text[:40]})"
+
+
+class Traffic:
+    """Asks each profile at `rate` requests/s in all (half openai, half anthropic) until
+    stopped or `limit` seconds pass."""
+
+    def __init__(self, base_url: str, key: str, profiles: list[str], rate: float = 6.0,
+                 limit: float = 600):
+        self.openai = openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
+        self.anthropic = anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0)
+        self.answers: list[Answer] = []
+        self.done = threading.Event()
+        self.limit = limit
+        self.threads = [threading.Thread(target=self._loop, args=(p, api, 2 / rate))
+                        for p in profiles for api in ("openai", "anthropic")]
+        self.started = 0.0
+
+    def _ask(self, profile: str, api: str) -> str:
+        messages = [{"role": "user", "content": "hi"}]
+        if api == "openai":
+            reply = self.openai.chat.completions.create(model=profile, messages=messages,
+                                                        max_tokens=8, timeout=120)
+            return reply.choices[0].message.content
+        reply = self.anthropic.messages.create(model=profile, messages=messages,
+                                               max_tokens=8, timeout=120)
+        return reply.content[0].text
+
+    def _loop(self, profile: str, api: str, interval: float) -> None:
+        while not self.done.is_set() and time.monotonic() - self.started < self.limit:
+            start = time.monotonic()
+            try:
+                who, error = who_answered(self._ask(profile, api)), ""
+            except Exception as e:  # any failure a client would see
+                who, error = "", repr(e)[:300]
+            self.answers.append(Answer(start, time.monotonic() - start, profile, api, who,
+                                       error))
+            time.sleep(max(0.0, interval - (time.monotonic() - start)))
+
+    def __enter__(self) -> "Traffic":
+        self.started = time.monotonic()
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        for t in self.threads:
+            t.join()
+
+    # --- what the tests assert ---------------------------------------------------------
+    def failures(self) -> list[Answer]:
+        return [a for a in self.answers if a.error]
+
+    def rate(self, profile: str) -> float:
+        mine = [a for a in self.answers if a.profile == profile]
+        span = max(a.at for a in mine) - min(a.at for a in mine) if len(mine) > 1 else 0
+        return (len(mine) - 1) / span if span else 0.0
+
+    def sequence(self, profile: str) -> list[str]:
+        """Who answered `profile`, in the order the requests were sent, runs collapsed."""
+        out: list[str] = []
+        for a in sorted(self.answers, key=lambda a: a.at):
+            if a.profile == profile and not a.error and (not out or out[-1] != a.who):
+                out.append(a.who)
+        return out
+
+    def off_local(self, profile: str) -> float:
+        """Seconds from the first to the last request the cloud answered (0 if none)."""
+        cloud = [a.at for a in self.answers if a.profile == profile and a.who == "cloud"]
+        return max(cloud) - min(cloud) if cloud else 0.0
