@@ -24,7 +24,9 @@ from sparkstack_host.contract import Layout
 from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import ssh
 from sparkstack.simulated.inventory import write_inventory
+from tests import fit_models as fm
 from tests.doubles.cloud_standin import CloudStandin
+from tests.doubles.hub_standin import HubStandin
 from tests.e2e.helpers import REPO, run_deploy, unit_starts
 from tests.e2e.traffic import Traffic
 
@@ -40,8 +42,8 @@ def member(name: str, port: int, gmu: float = 0.2, **extra) -> dict:
 
 
 class Fleet:
-    def __init__(self, tmp, cloud: CloudStandin):
-        self.tmp, self.cloud = tmp, cloud
+    def __init__(self, tmp, cloud: CloudStandin, hub: HubStandin):
+        self.tmp, self.cloud, self.hub = tmp, cloud, hub
         self.inventory = tmp / "inventory.py"
         self.hosts = [fleet.boot("spark3", 3)]
         self.models = {"spark3": [member("day", 8000), member("night", 8001)]}
@@ -51,7 +53,7 @@ class Fleet:
                  "cloud_api_base": self.cloud.api_base, "cloud_api_key": self.cloud.api_key,
                  "profiles": {"fast": {"local": ["fast-group"],
                                        "cloud": "openrouter/fast-in-the-cloud"}},
-                 "litellm_model_aliases": {},
+                 "litellm_model_aliases": {}, "hf_endpoint": self.hub.endpoint,
                  "vllm_environment": {"VLLM_STANDIN_LOAD_SECONDS": "3"}, **group}
         hosts = {"spark3": {"roles": ["postgres", "vllm", "litellm"],
                             "litellm_bind_address": self.hosts[0].address}}
@@ -96,8 +98,10 @@ def steady(traffic: Traffic, seconds: float = 3) -> None:
 def sparks(tmp_path_factory):
     fleet.down_all()
     fleet.ensure_network()
-    with CloudStandin(fleet.BRIDGE_ADDR) as cloud:
-        f = Fleet(tmp_path_factory.mktemp("swap"), cloud)
+    tmp = tmp_path_factory.mktemp("swap")
+    with CloudStandin(fleet.BRIDGE_ADDR) as cloud, \
+            HubStandin(tmp / "hub", host=fleet.BRIDGE_ADDR) as hub:
+        f = Fleet(tmp, cloud, hub)
         f.write()
         first = run_deploy(f.inventory)
         assert first.returncode == 0, first.output[-3000:]
@@ -122,16 +126,27 @@ def test_the_first_member_runs_and_the_other_stands_by(sparks):
     assert rows["swap group fast-group"]["detail"] == "running day; standing by: night"
 
 
+def assert_local_throughout(traffic: Traffic, old: str, new: str, swapped: float) -> None:
+    """Make-before-break: old, then (while both are routed) either, then new; never the
+    cloud, and only the new model once the swap returned at `swapped`."""
+    assert traffic.failures() == [], traffic.failures()[:3]
+    assert traffic.rate("fast") >= 5, traffic.rate("fast")
+    seen = traffic.sequence("fast")
+    assert seen[0] == old and seen[-1] == new and set(seen) == {old, new}, seen
+    assert {a.who for a in traffic.answers if a.at > swapped} == {new}
+
+
 def test_an_on_demand_swap_makes_before_it_breaks_and_a_deploy_keeps_it(sparks):
     with sparks.traffic() as traffic:
         steady(traffic)
         swap = sparks.swap("night")
+        swapped = time.monotonic()
         steady(traffic)
     assert swap.returncode == 0, swap.stdout[-3000:]
     assert "swap (make-before-break): stop sparkstack-vllm-day.service; start " \
            "sparkstack-vllm-night.service" in swap.stdout
     # the profile never left the local models: day, then night, never the cloud
-    assert_served_throughout(traffic, ["day@spark3", "night@spark3"])
+    assert_local_throughout(traffic, "day@spark3", "night@spark3", swapped)
     assert sparks.health()["swap group fast-group"]["detail"] == \
         "running night; standing by: day"
     # the choice is kept on the host: a deploy changes nothing
@@ -141,9 +156,10 @@ def test_an_on_demand_swap_makes_before_it_breaks_and_a_deploy_keeps_it(sparks):
     with sparks.traffic() as traffic:
         steady(traffic)
         back = sparks.swap("day")
+        swapped = time.monotonic()
         steady(traffic)
     assert back.returncode == 0, back.stdout[-3000:]
-    assert_served_throughout(traffic, ["night@spark3", "day@spark3"])
+    assert_local_throughout(traffic, "night@spark3", "day@spark3", swapped)
 
 
 def test_a_model_that_needs_the_old_ones_memory_breaks_before_it_makes(sparks):
@@ -210,3 +226,74 @@ def test_a_model_that_crashes_while_loading_is_rolled_back(sparks):
     # break-before-make: night, the cloud while crash loaded, night again
     assert_served_throughout(traffic, ["night@spark3", "cloud", "night@spark3"])
     assert sparks.state() == before
+
+
+def journal_time(host, unit: str, word: str) -> float:
+    """When systemd last logged `word` ("Stopping", "Started") for `unit`, on the
+    kernel's monotonic clock, which the simulated Sparks share with this machine
+    (systemd unloads a stopped, disabled unit, and its timestamps with it)."""
+    line = ssh(host, f"journalctl -u {unit} -o short-monotonic --no-pager | "
+                     f"grep '{word}' | tail -1").stdout  # "[ 3850.12] host systemd..."
+    return float(line.split("]")[0].strip("[ "))
+
+
+def test_a_swap_to_a_model_on_the_hub_downloads_it_before_the_old_one_drains(sparks):
+    repo = sparks.hub.root / "sparkstack-test" / "fresh-model"
+    fm.write_model(repo, fm.LLAMA_31_8B, fm.dense(fm.LLAMA_31_8B), shards=2)
+    with open(repo / "model-00001-of-00002.safetensors", "ab") as f:
+        f.write(b"\1" * 8 * 1024 * 1024)
+    sparks.models["spark3"] = [member("day", 8000, 0.5), member("night", 8001, 0.5),
+                               member("fresh", 8002, 0.5,
+                                      model="sparkstack-test/fresh-model")]
+    host, hub = sparks.hosts[0], sparks.hub
+    sparks.write(prefetch_weights=True)
+    assert run_deploy(sparks.inventory).returncode == 0  # fresh stands by
+    with sparks.traffic() as traffic:
+        steady(traffic)
+        swap = sparks.swap("fresh")
+        steady(traffic)
+    assert swap.returncode == 0, swap.stdout[-3000:]
+    assert "swap (break-before-make): stop sparkstack-vllm-night.service; start " \
+           "sparkstack-vllm-fresh.service" in swap.stdout
+    assert "download: all files: " in swap.stdout and "(100%)" in swap.stdout
+    downloaded = max(t for t, path in hub.answered if "/resolve/" in path)
+    assert downloaded < journal_time(host, NIGHT, "Stopping")
+    assert_served_throughout(traffic, ["night@spark3", "cloud", "fresh@spark3"])
+    cached = ssh(host, "cd /var/lib/sparkstack/vllm/cache/huggingface/hub/"
+                       "models--sparkstack-test--fresh-model/snapshots/* && "
+                       "stat -c '%U %n' *").stdout.split("\n")
+    assert sorted(line for line in cached if line) == [
+        "vllm config.json", "vllm model-00001-of-00002.safetensors",
+        "vllm model-00002-of-00002.safetensors"]
+
+
+def test_a_model_served_by_two_sparks_is_swapped_one_spark_at_a_time(sparks):
+    """spark4 joins with the same swap group; `fast` is load-balanced over both. A
+    swap breaks before it makes on each, one Spark at a time: `fast` never leaves the
+    local models."""
+    sparks.hosts.append(fleet.boot("spark4", 4))
+    sparks.models = {name: [member("day", 8000, 0.5), member("night", 8001, 0.5)]
+                     for name in ("spark3", "spark4")}
+    sparks.write()
+    result = run_deploy(sparks.inventory)
+    assert result.returncode == 0, result.output[-3000:]
+    assert sparks.swap("day").returncode == 0  # spark3 back on day, spark4 on day already
+    spark3, spark4 = sparks.hosts
+    with sparks.traffic() as traffic:
+        steady(traffic)
+        swap = sparks.swap("night")
+        steady(traffic)
+    assert swap.returncode == 0, swap.stdout[-3000:]
+    for name in ("spark3", "spark4"):
+        assert (f"[{name}] swap (break-before-make): stop sparkstack-vllm-day.service; "
+                "start sparkstack-vllm-night.service") in swap.stdout
+    assert traffic.failures() == [], traffic.failures()[:3]
+    assert traffic.rate("fast") >= 5
+    seen = traffic.sequence("fast")
+    assert "cloud" not in seen, seen
+    assert {"day@spark3", "day@spark4"} <= set(seen) and seen[-2:] in (
+        ["night@spark3", "night@spark4"], ["night@spark4", "night@spark3"]), seen
+    # one at a time: the second Spark stopped its old model only once the first one's
+    # new model was ready
+    first, second = sorted((spark3, spark4), key=lambda h: journal_time(h, DAY, "Stopping"))
+    assert journal_time(first, NIGHT, "Started") < journal_time(second, DAY, "Stopping")

@@ -30,7 +30,9 @@ def commit_of(repo: str) -> str:
 class HubStandin:
     def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0):
         self.root, self.bytes_sent, self.requests = root, 0, []
-        self.times: list[tuple[float, str]] = []  # (time.time(), path) of each request
+        # (time.monotonic() once answered, path): comparable with systemd's *Monotonic
+        # timestamps on the simulated Sparks, which share this machine's kernel
+        self.answered: list[tuple[float, str]] = []
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,10 +46,10 @@ class HubStandin:
                 self.end_headers()
                 self.wfile.write(body)
                 hub.bytes_sent += len(body)
+                hub.answered.append((time.monotonic(), self.path))
 
             def do_GET(self):
                 hub.requests.append(self.path)
-                hub.times.append((time.time(), self.path))
                 if m := API.match(self.path):
                     repo = hub.root / m.group(1)
                     if not repo.is_dir():
