@@ -154,3 +154,18 @@ def test_the_deploy_gathers_fit_inputs_by_running_the_whole_module_as_itself(tmp
     assert got["unknown"] == ("FileNotFoundError: /nope: not a local folder and not in "
                               "the Hugging Face cache (Hub lookups are off)")
     assert got["meminfo"].startswith("MemTotal:") and "config" not in got
+
+
+def test_budgets_held_by_running_models_cap_what_is_left():
+    """vLLM takes its whole budget at start: a loading model (or a stand-in that
+    allocates nothing) still holds it."""
+    memory = fit.Memory(total=100 * GIB, free=90 * GIB, available=95 * GIB)
+    held = memory.committed(memory.budget(0.5))
+    assert (held.free, held.available) == (45 * GIB, 45 * GIB)   # 95 % of 100 GiB - 50
+    assert memory.committed(0) == fit.Memory(100 * GIB, 90 * GIB, 95 * GIB)
+    tight = fit.Memory(total=100 * GIB, free=10 * GIB, available=20 * GIB).committed(
+        memory.budget(0.5))
+    assert (tight.free, tight.available) == (10 * GIB, 20 * GIB)  # the OS knows better
+
+
+GIB = 1024**3

@@ -130,3 +130,37 @@ def test_vllm_units_gate_litellm_routes_only_where_litellm_runs():
     assert "ExecStop=-+/r --config-root /srv/etc --drain qwen3-4b --apply" in gated
     plain = template("vllm/vllm-model.service.j2", gate="", **common)
     assert "/r" not in plain and "ExecStop=" not in plain
+
+
+def test_a_deploy_leaves_routes_alone_when_one_member_of_each_swap_group_is_routed():
+    from sparkstack.services.litellm import routes_complete
+    models = [{"name": "day", "model": "a/b", "port": 8000, "swap_group": "g"},
+              {"name": "night", "model": "a/c", "port": 8001, "swap_group": "g"},
+              {"name": "solo", "model": "a/d", "port": 8002}]
+    fleet = Fleet(validate_inventory({"s": {"models": models, "litellm_model_aliases": {},
+                                            "profiles": {"fast": {"local": ["g"]},
+                                                         "solo": {"local": ["solo"]}}}}))
+    plan = routes_plan(fleet["s"], fleet)
+    assert plan.backends["s:8000"].swap_group == "g" and not plan.backends["s:8002"].swap_group
+    text = lambda ready: routes.render(routes.assemble(plan, ready))  # noqa: E731
+    assert routes_complete(plan, text({"s:8000", "s:8002"}))      # night stands by
+    assert routes_complete(plan, text({"s:8001", "s:8002"}))      # day stands by
+    assert not routes_complete(plan, text({"s:8000"}))            # solo is missing
+    assert not routes_complete(plan, text({"s:8002"}))            # no member of g
+    assert not routes_complete(plan, None)                         # no config yet
+    stale = text({"s:8000", "s:8002"}).replace('"simple-shuffle"', '"least-busy"')
+    assert not routes_complete(plan, stale)                        # an older plan's config
+
+
+def test_litellm_restarts_for_its_settings_and_reloads_for_its_routes():
+    from sparkstack.services.litellm import settings_changed
+    fleet = Fleet(validate_inventory(TWO_SPARKS))
+    before = routes_plan(fleet["a"], fleet).to_json()
+    more_routes = Fleet(validate_inventory({**TWO_SPARKS, "c": {
+        "address": "10.0.0.3", "roles": ["vllm"], "models": [
+            {"name": "qwen3-4b", "model": "Qwen/Qwen3-4B-Instruct-2507", "port": 8000}]}}))
+    assert not settings_changed(before, routes_plan(more_routes["a"], more_routes))
+    retries = Fleet(validate_inventory({**TWO_SPARKS, "a": {**TWO_SPARKS["a"],
+                                                            "litellm_num_retries": 3}}))
+    assert settings_changed(before, routes_plan(retries["a"], retries))
+    assert not settings_changed(None, routes_plan(retries["a"], retries))

@@ -148,11 +148,13 @@ def write_unit(svc: Service, unit: str, template_name: str, **context):
         dest=f"{UNIT_DIR}/{unit}", mode="644")
 
 
-def run_unit(unit: str, label: str, unit_file, restart_on: list) -> None:
+def run_unit(unit: str, label: str, unit_file, restart_on: list,
+             restart: bool = False) -> None:
     """Keep the unit running; restart only when its file or one of the `restart_on`
-    operations changes something."""
+    operations changes something (or `restart` says so)."""
     unit_running(name=label, unit=unit, daemon_reload=unit_file.will_change,
-                 restarted=unit_file.will_change or any(op.will_change for op in restart_on))
+                 restarted=restart or unit_file.will_change
+                 or any(op.will_change for op in restart_on))
 
 
 def activate(svc: Service, unit: str, template_name: str, label: str, restart_on: list,

@@ -130,6 +130,23 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
                       drain_timeout=s["litellm_timeout"])
 
 
+def settings_changed(old_plan: str | None, new: RoutesPlan) -> bool:
+    """Does the plan change more than LiteLLM's routes (its model list and fallbacks,
+    which its launcher swaps in place)? Router and proxy settings need a restart."""
+    def settings(config: dict) -> dict:
+        rest = {k: v for k, v in config.items() if k != "model_list"}
+        rest["router_settings"] = {k: v for k, v in rest.get("router_settings", {}).items()
+                                   if k != "fallbacks"}
+        return rest
+    if old_plan is None:  # a first deploy: LiteLLM starts anyway
+        return False
+    try:
+        old = RoutesPlan.from_json(old_plan)
+    except (ValueError, KeyError, TypeError):  # written by an older sparkstack
+        return True
+    return settings(old.config) != settings(new.config)
+
+
 def secret_environment(s: HostSettings, fleet: Fleet, secrets: dict) -> dict[str, str]:
     env = {
         "LITELLM_MASTER_KEY": secrets["litellm_master_key"],
@@ -159,8 +176,9 @@ def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
     venv = install(svc, f"LiteLLM {s['litellm_version']}", reqs)
     # its launcher runs in LiteLLM's process: a changed host package restarts LiteLLM
     launcher = install_host_package(layout, svc.venv)
+    wanted = routes_plan(s, fleet)
     plan = put_file(name="Write LiteLLM's routes (profiles, aliases, fallbacks)",
-                    src=StringIO(routes_plan(s, fleet).to_json()),
+                    src=StringIO(wanted.to_json()),
                     dest=layout.routes_plan, user="root", group=svc.user, mode="640")
     env = write_secrets(svc, "LiteLLM", secret_environment(s, fleet, secrets))
     socket_file = put_file(name=f"Write unit {LITELLM_SOCKET}",
@@ -177,9 +195,10 @@ def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
                      commands=[f"systemctl stop {LITELLM_UNIT}"])
     unit_running(name="Listen on LiteLLM's socket", unit=LITELLM_SOCKET,
                  daemon_reload=socket_file.will_change, restarted=socket_file.will_change)
-    run_unit(LITELLM_UNIT, "Run LiteLLM", unit_file, [venv, launcher, env, socket_file])
-    # LiteLLM reads config.yaml, which the gate writes from the plan: a new plan is
-    # taken in place (systemctl reload), never by a restart
+    run_unit(LITELLM_UNIT, "Run LiteLLM", unit_file, [venv, launcher, env, socket_file],
+             restart=settings_changed(snapshot().content(layout.routes_plan), wanted))
+    # LiteLLM reads config.yaml, which the gate writes from the plan: new routes are
+    # taken in place (systemctl reload); other settings restarted it above
     server.shell(name="Take the new routes plan in place", _if=plan.did_change,
                  commands=[f"{gate} --config-root {layout.config_root} --apply"])
     routes_unit = write_unit(svc, ROUTES_UNIT, "litellm/litellm-routes.service.j2",

@@ -153,6 +153,9 @@ def test_a_hub_model_too_big_is_refused_from_its_headers_without_a_download(pair
 
 
 def test_a_model_that_never_becomes_ready_fails_the_deploy_with_its_log(pair):
+    # a shorter start timeout rewrites the running unit: a swap of its own, first
+    pair.write(vllm_start_timeout=6)
+    assert run_deploy(pair.inventory).returncode == 0
     pair.write(vllm_start_timeout=6,
                gpu_models=[model("qwen3-4b", 8000),
                            model("stuck", 8003, environment={"VLLM_STANDIN_NEVER_READY": "1"})])

@@ -419,6 +419,9 @@ def test_a_model_that_never_becomes_ready_leaves_its_profile_on_the_cloud(stack)
                 "expert": {"local": ["stuck"], "cloud": "openrouter/expert-in-the-cloud"},
                 "code": {"local": ["qwen3-coder-30b"], "cloud": "openrouter/qwen/qwen3-coder"},
                 "cloud": {"local": [], "cloud": "openrouter/qwen/qwen3-235b-a22b:free"}}
+    # a shorter start timeout rewrites the running units: a swap of their own, first
+    stack.write(vllm_start_timeout=12, host_data={"spark1": {"models": models[:2]}})
+    assert run_deploy(stack.inventory).returncode == 0
     stack.write(vllm_start_timeout=12, profiles=profiles,
                 host_data={"spark1": {"models": models}})
     result = run_deploy(stack.inventory)
