@@ -85,6 +85,31 @@ def swap(inventory: str, limit: tuple[str, ...], model: str) -> None:
 
 @main.command()
 @click.option("-i", "--inventory", default="inventory.py", show_default=True)
+@click.option("--batch", default="1", show_default=True,
+              help="hosts updated at once: a number, or a share such as 25%")
+@click.option("--limit", multiple=True, help="host name, glob or group (repeatable)")
+@click.option("--yes", is_flag=True, help="do not ask before updating")
+@click.option("--force", is_flag=True,
+              help="update a host even when a profile has nowhere else to go meanwhile")
+@click.option("--rollback", is_flag=True,
+              help="return hosts to the versions before their last update")
+def update(inventory: str, batch: str, limit: tuple[str, ...], yes: bool, force: bool,
+           rollback: bool) -> None:
+    """Apply the inventory's versions one batch of Sparks at a time; a host that fails
+    is rolled back and the rollout stops (the same as `pyinfra INVENTORY update.py`)."""
+    args = [_pyinfra(), *(["-y"] if yes else []), str(Path(inventory).resolve()),
+            "update.py", "--data", f"batch={batch}"]
+    if force:
+        args += ["--data", "force=1"]
+    if rollback:
+        args += ["--data", "rollback=1"]
+    for pattern in limit:
+        args += ["--limit", pattern]
+    sys.exit(subprocess.call(args, cwd=REPO_ROOT))
+
+
+@main.command()
+@click.option("-i", "--inventory", default="inventory.py", show_default=True)
 @click.option("--limit", multiple=True, help="host name, glob or group (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def health(inventory: str, limit: tuple[str, ...], as_json: bool) -> None:

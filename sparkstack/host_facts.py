@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import gevent
 from pyinfra import host
 from pyinfra.api import FactBase
 from sparkstack_host import host_state
@@ -49,7 +50,8 @@ def watched(s: HostSettings) -> tuple[list[str], list[str]]:
     layout = s.layout
     hashed = [f"{layout.config_root}/**", f"{layout.install_root}/*",
               f"{layout.install_root}/*/*", f"{layout.install_root}/*/wheels/*",
-              f"{layout.install_root}/*/venv/.sparkstack-*", f"{UNIT_DIR}/sparkstack-*",
+              f"{layout.install_root}/*/venvs/*/.sparkstack-*",
+              f"{layout.install_root}/host/lib/*/.sparkstack-*", f"{UNIT_DIR}/sparkstack-*",
               "/usr/local/share/ca-certificates/sparkstack-*",
               "/etc/apt/apt.conf.d/80sparkstack-*", "/etc/postgresql/*/main/pg_hba.conf",
               "/etc/postgresql/*/main/conf.d/sparkstack.conf"]
@@ -105,20 +107,39 @@ _snapshots: dict[str, Snapshot] = {}
 
 
 def snapshot() -> Snapshot:
-    """The current host's state as the run found it (read once per host and run)."""
-    if host.name not in _snapshots:
+    """The current host's state as the run found it (read once per host and run; the
+    first call reads every host of the run, in parallel)."""
+    if not _snapshots:
+        from pyinfra import state
+        prefetch(list(state.inventory.get_active_hosts()))
+    return snapshot_of(host)
+
+
+def prefetch(hosts: list) -> None:
+    """Read the snapshots of `hosts` in parallel (a run that plans across the fleet)."""
+    gevent.joinall([gevent.spawn(snapshot_of, h) for h in hosts], raise_error=True)
+
+
+def snapshot_of(target) -> Snapshot:
+    if target.name not in _snapshots:
+        from pyinfra import state
+        from pyinfra.api.facts import get_fact
+        from pyinfra.context import ctx_host
+
         from .context import current_host
-        s = current_host(host)[0]
+        s = current_host(target)[0]
         hashed, stat_only = watched(s)
         args = [f"--hash={p}" for p in hashed] + [f"--stat={p}" for p in stat_only]
         # what a failed swap puts back: units, manifest, routes, the swap choices
         reads = [f"{UNIT_DIR}/{VLLM_UNIT_GLOB}", s.layout.manifest, s.layout.routes_plan,
-                 s.layout.swap_choices, s.layout.litellm_config]
+                 s.layout.swap_choices, s.layout.litellm_config,
+                 f"{s.layout.install_root}/*/current/sparkstack-requirements.txt"]
         args += ["--units=sparkstack-*", f"--units={POSTGRES_UNIT}", "--postgres"]
         args += [f"--read={p}" for p in reads]
         args += [f"--users={u}" for u in (s["vllm_user"], s["litellm_user"],
                                           s["openwebui_user"], "postgres")]
         args += [f"--packages={p}" for p in PACKAGES]
-        _snapshots[host.name] = Snapshot(host.get_fact(HostState, args=tuple(args)),
-                                         hashed + stat_only)
-    return _snapshots[host.name]
+        with ctx_host.use(target):
+            data = get_fact(state, target, HostState, args=(tuple(args),))
+        _snapshots[target.name] = Snapshot(data, hashed + stat_only)
+    return _snapshots[target.name]

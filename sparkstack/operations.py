@@ -90,39 +90,60 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
+def venv_digest(requirements: str, pip_conf: str, constraints: str,
+                python: str = "python3") -> str:
+    """Names a venv by what it was built from: the same inputs, the same venv."""
+    return _digest(requirements, pip_conf, constraints, python)[:16]
+
+
 @operation()
-def venv_install(venv: str, requirements: str, pip_conf: str, constraints: str,
-                 python: str = "python3"):
-    """Create `venv` and pip-install `requirements` (text) into it, only when the
-    requirements or pip settings differ from the last successful install."""
+def venv_install(venv: str, requirements: str, pip_conf: str, python: str = "python3"):
+    """Build `venv` (a versioned path, next to the venv in use) with `requirements`
+    (text), unless a complete one is there. A venv cannot be moved once built, so it is
+    built in place and counts as complete only once its stamp is written: a failed
+    build leaves the running venv alone and is started over next time."""
     stamp_file = f"{venv}/.sparkstack-installed"
-    wanted = _digest(requirements, pip_conf, constraints, python)
+    wanted = venv.rsplit("/", 1)[-1]
     if _stamped(stamp_file, wanted):
-        host.noop(f"{venv} already has {requirements.strip()}")
+        host.noop(f"{venv} is built")
         return
-    req_file = f"{venv}.requirements.txt"
-    yield f"test -x {venv}/bin/python || {python} -m venv {venv}"
-    yield f"printf '%s' {shlex.quote(requirements)} > {req_file}"
+    yield f"rm -rf {venv} && {python} -m venv {venv}"
+    yield f"printf '%s' {shlex.quote(requirements)} > {venv}/sparkstack-requirements.txt"
     yield (f"PIP_CONFIG_FILE={pip_conf} {venv}/bin/pip install --quiet --upgrade "
-           f"--requirement {req_file}")
+           f"--requirement {venv}/sparkstack-requirements.txt")
     yield f"echo {wanted} > {stamp_file}"
 
 
 @operation()
-def wheel_install(venv: str, wheel: str, sha256: str, pip_conf: str, extras: str = "",
-                  python: str = "python3"):
-    """Install a wheel (re-installed whenever its sha256 changes, whatever its version)
-    into `venv`, with its `extras`' dependencies when given."""
-    stamp_file = f"{venv}/.sparkstack-wheel-{wheel.rsplit('/', 1)[-1].split('-')[0]}"
-    if _stamped(stamp_file, sha256):
-        host.noop(f"{venv} already has {wheel.rsplit('/', 1)[-1]} ({sha256[:12]})")
+def venv_switch(service_root: str, digest: str):
+    """Point `current` at venvs/DIGEST (atomically) and `previous` at the venv it
+    pointed at; keep those two, remove older ones."""
+    link = snapshot().file(f"{service_root}/current")
+    target = f"venvs/{digest}"
+    if link and link.get("target") == target:
+        host.noop(f"{service_root}/current is {target}")
         return
-    pip = f"PIP_CONFIG_FILE={pip_conf} {venv}/bin/pip install --quiet"
-    yield f"test -x {venv}/bin/python || {python} -m venv {venv}"
-    yield f"{pip} --no-deps --force-reinstall {wheel}"
-    if extras:
-        yield f"{pip} {shlex.quote(f'{wheel}[{extras}]')}"
-    yield f"echo {sha256} > {stamp_file}"
+    yield (f"cd {service_root} && if [ -L current ]; then "
+           f"ln -sfn \"$(readlink current)\" previous; fi && "
+           f"ln -sfn {target} current.new && mv -Tf current.new current")
+    yield (f"cd {service_root}/venvs && for v in *; do case \"venvs/$v\" in "
+           f"\"$(readlink ../current)\"|\"$(readlink ../previous)\") ;; *) rm -rf \"$v\";; "
+           "esac; done")
+
+
+@operation()
+def wheel_unpacked(wheel: str, sha256: str, target: str, pip: str):
+    """A wheel's own files, without its dependencies, in `target` (for a process that
+    imports it from PYTHONPATH); kept with the one before, older ones removed."""
+    if _stamped(f"{target}/.sparkstack-installed", sha256):
+        host.noop(f"{target} holds {wheel.rsplit('/', 1)[-1]}")
+        return
+    yield (f"rm -rf {target}.tmp && {pip} install --quiet --no-deps --no-compile "
+           f"--target {target}.tmp {wheel}")
+    yield f"echo {sha256} > {target}.tmp/.sparkstack-installed && rm -rf {target} && " \
+          f"mv {target}.tmp {target}"
+    yield (f"cd {target.rsplit('/', 1)[0]} && ls -1t | grep -v '\\.tmp$' | tail -n +3 | "
+           "xargs -r rm -rf")
 
 
 @operation()

@@ -38,8 +38,10 @@ def vllm_unit(model_name: str) -> str:
 GATE = "sparkstack-routes"
 WAIT_READY = "sparkstack-wait-ready"
 HEALTH = "sparkstack-health"
-LITELLM_SERVE = "sparkstack-litellm-serve"
+LITELLM_SERVE = "sparkstack_host.litellm_serve"   # a module, run with LiteLLM's Python
 DOWNLOAD = "sparkstack-download"
+CHECKPOINT = "sparkstack-checkpoint"
+BACKUP = "sparkstack-backup"
 HOST_PACKAGE = "sparkstack-host"
 
 
@@ -52,9 +54,17 @@ class Layout:
     state_root: str = DEFAULT_STATE_ROOT
     runtime_dir: str = RUNTIME_DIR
 
-    # one folder per service under each root
+    # one folder per service under each root; a service's venvs are built side by side
+    # (venvs/DIGEST) and `current` links the one in use, `previous` the one before
+    def service_root(self, service: str) -> str:
+        return f"{self.install_root}/{service}"
+
     def venv(self, service: str) -> str:
-        return f"{self.install_root}/{service}/venv"
+        """The venv a service runs from (a link to one of its versioned venvs)."""
+        return f"{self.service_root(service)}/current"
+
+    def venv_version(self, service: str, digest: str) -> str:
+        return f"{self.service_root(service)}/venvs/{digest}"
 
     def conf_dir(self, service: str) -> str:
         return f"{self.config_root}/{service}"
@@ -74,10 +84,13 @@ class Layout:
     def host_wheels(self) -> str:
         return f"{self.install_root}/host/wheels"
 
-    def host_program(self, name: str, venv: str | None = None) -> str:
-        """A console script of this package, in the host venv (or another venv it is
-        installed in, such as LiteLLM's)."""
-        return f"{venv or self.host_venv}/bin/{name}"
+    def host_lib(self, sha256: str) -> str:
+        """The host package alone (no dependencies), for LiteLLM's process."""
+        return f"{self.install_root}/host/lib/{sha256[:16]}"
+
+    def host_program(self, name: str) -> str:
+        """A console script of this package, in the host venv."""
+        return f"{self.host_venv}/bin/{name}"
 
     # files with a format of their own
     @property

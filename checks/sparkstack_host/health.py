@@ -136,9 +136,12 @@ def check_routes(layout: Layout) -> tuple[bool, str, str]:
     plan = RoutesPlan.from_json(Path(layout.routes_plan).read_text())
     local = routes.local_routes(routes.read_config(Path(layout.litellm_config)))
     routed = {backend for _, backend in local}
-    missing = sorted(set(plan.backends) - routed)
+    drained = routes.drained(layout) & set(plan.backends)  # on purpose: a swap, an update
+    standing_by = {bid for bid, b in plan.backends.items() if b.swap_group} - routed
+    missing = sorted(set(plan.backends) - routed - drained - standing_by)
     if not missing:
-        return True, f"all {len(routed)} model routes on", ""
+        note = f"; drained: {', '.join(sorted(drained))}" if drained else ""
+        return True, f"all {len(routed)} model routes on{note}", ""
     profiles_off = sorted(set(plan.standby) - {profile for profile, _ in local})
     return (False, f"not routed (not ready): {', '.join(missing)}; on the cloud only: "
                    f"{', '.join(profiles_off) or 'none'}",

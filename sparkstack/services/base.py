@@ -24,8 +24,10 @@ from ..operations import (
     put_file,
     system_user,
     unit_running,
+    venv_digest,
     venv_install,
-    wheel_install,
+    venv_switch,
+    wheel_unpacked,
 )
 from ..render import ca_file_name, pip_conf, pip_constraints, template
 from ..settings import HostSettings, resolve_controller_path
@@ -74,19 +76,58 @@ def deploy(s: HostSettings, fleet: Fleet):
              src=StringIO(pip_constraints(s)), dest=layout.pip_constraints, mode="644")
     put_file(name="Describe this host's services (manifest)",
              src=StringIO(manifest(s, fleet).to_json()), dest=layout.manifest, mode="644")
-    return install_host_package(layout, layout.host_venv, extras="checks")
+    return install_host_package(s)
 
 
-def install_host_package(layout: Layout, venv: str, extras: str = ""):
-    """The host package's wheel into `venv` (the host venv with its checks' pinned
-    dependencies; LiteLLM's venv without them, for its launcher)."""
+def host_wheel(layout: Layout) -> str:
+    """Upload the host package's wheel; its path on the host."""
     built = wheel()
     dest = f"{layout.host_wheels}/{built.name}"
     put_file(name=f"Upload the host package {built.name}", src=str(built.path), dest=dest,
              mode="644")
-    return wheel_install(name=f"Install the host package into {venv}", venv=venv,
-                         wheel=dest, sha256=built.sha256, pip_conf=layout.pip_conf,
-                         extras=extras)
+    return dest
+
+
+def host_requirements(s: HostSettings) -> str:
+    built = wheel()
+    return (f"sparkstack-host[checks] @ file://{s.layout.host_wheels}/{built.name}\n"
+            f"# sha256 {built.sha256}\n")
+
+
+def install_host_package(s: HostSettings):
+    """The host package with its checks' pinned dependencies, in the host venv."""
+    host_wheel(s.layout)
+    return install(Service("host", "root", s), f"the host package ({wheel().sha256[:12]})",
+                   host_requirements(s))
+
+
+def venvs(s: HostSettings) -> list[tuple[str, str, str]]:
+    """(service, label, requirements) of every venv this host runs from."""
+    from . import litellm, openwebui, vllm
+    found = [("host", "host package", host_requirements(s))]
+    if s.has("vllm"):
+        found.append(("vllm", "vLLM", vllm.requirements(s)))
+    if s.has("litellm"):
+        found.append(("litellm", "LiteLLM", litellm.requirements(s)))
+    if s.has("openwebui"):
+        found.append(("openwebui", "Open WebUI", openwebui.requirements(s)))
+    return found
+
+
+def venv_id(s: HostSettings, requirements: str) -> str:
+    """The name of the venv built from `requirements` with this host's pip settings."""
+    return venv_digest(requirements, pip_conf(s), "\n".join(s["pip_constraints"]))
+
+
+def host_package_alone(s: HostSettings):
+    """The host package without its dependencies, for a service's process that imports
+    it on PYTHONPATH (LiteLLM's launcher); its folder and the operation."""
+    built, layout = wheel(), s.layout
+    target = layout.host_lib(built.sha256)
+    op = wheel_unpacked(name=f"Unpack the host package {built.sha256[:12]} for LiteLLM",
+                        wheel=f"{layout.host_wheels}/{built.name}", sha256=built.sha256,
+                        target=target, pip=f"{layout.host_venv}/bin/pip")
+    return target, op
 
 
 @dataclass(frozen=True)
@@ -128,9 +169,14 @@ def prepare(s: HostSettings, name: str, user: str) -> Service:
 
 
 def install(svc: Service, label: str, requirements: str):
-    return venv_install(name=f"Install {label}", venv=svc.venv, requirements=requirements,
-                        pip_conf=svc.layout.pip_conf,
-                        constraints="\n".join(svc.s["pip_constraints"]))
+    """Build the service's venv for `requirements` beside the one in use, then switch to
+    it; returns the switch (what restarts the service)."""
+    s, layout = svc.s, svc.layout
+    digest = venv_id(s, requirements)
+    venv_install(name=f"Install {label}", venv=layout.venv_version(svc.name, digest),
+                 requirements=requirements, pip_conf=layout.pip_conf)
+    return venv_switch(name=f"Use {label}", service_root=layout.service_root(svc.name),
+                       digest=digest)
 
 
 def write_secrets(svc: Service, label: str, values: dict[str, str]):

@@ -35,14 +35,7 @@ from ..host_facts import snapshot
 from ..operations import put_file, unit_running
 from ..render import proxy_environment, template
 from ..settings import HostSettings
-from .base import (
-    install,
-    install_host_package,
-    prepare,
-    run_unit,
-    write_secrets,
-    write_unit,
-)
+from .base import host_package_alone, install, prepare, run_unit, write_secrets, write_unit
 from .postgres import database_url
 
 
@@ -162,6 +155,13 @@ def secret_environment(s: HostSettings, fleet: Fleet, secrets: dict) -> dict[str
     return env
 
 
+def requirements(s: HostSettings) -> str:
+    reqs = f"litellm[proxy]=={s['litellm_version']}\n"
+    if s["litellm_request_log"]:
+        reqs += "prisma\n"  # LiteLLM's request log in Postgres goes through Prisma
+    return reqs
+
+
 def url(s: HostSettings) -> str:
     """Where clients on this host reach LiteLLM (Open WebUI, the health checks)."""
     return local_url(s["litellm_bind_address"], s["litellm_port"])
@@ -170,12 +170,9 @@ def url(s: HostSettings) -> str:
 def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
     svc = prepare(s, "litellm", s["litellm_user"])
     layout = s.layout
-    reqs = f"litellm[proxy]=={s['litellm_version']}\n"
-    if s["litellm_request_log"]:
-        reqs += "prisma\n"  # LiteLLM's request log in Postgres goes through Prisma
-    venv = install(svc, f"LiteLLM {s['litellm_version']}", reqs)
+    venv = install(svc, f"LiteLLM {s['litellm_version']}", requirements(s))
     # its launcher runs in LiteLLM's process: a changed host package restarts LiteLLM
-    launcher = install_host_package(layout, svc.venv)
+    host_lib, launcher = host_package_alone(s)
     wanted = routes_plan(s, fleet)
     plan = put_file(name="Write LiteLLM's routes (profiles, aliases, fallbacks)",
                     src=StringIO(wanted.to_json()),
@@ -187,7 +184,8 @@ def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
     gate = layout.host_program(GATE)
     unit_file = write_unit(svc, LITELLM_UNIT, "litellm/litellm.service.j2", gate=gate,
                            socket_unit=LITELLM_SOCKET,
-                           serve=layout.host_program(LITELLM_SERVE, venv=svc.venv),
+                           serve=f"{svc.venv}/bin/python -m {LITELLM_SERVE}",
+                           host_lib=host_lib,
                            health_url=f"{url(s)}/health/liveliness")
     if socket_file.will_change:
         # the socket takes over the port from a running LiteLLM (or moves it)

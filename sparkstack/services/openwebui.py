@@ -11,13 +11,16 @@ from .base import activate, install, prepare, write_secrets
 from .postgres import database_url
 
 
+def requirements(s: HostSettings) -> str:
+    # the [postgres] extra brings psycopg2, which Open WebUI's Postgres engine needs
+    return f"open-webui[postgres]=={s['openwebui_version']}\n"
+
+
 def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
     svc = prepare(s, "openwebui", s["openwebui_user"])
     ensure_dir(name="Create Open WebUI's data folder", path=f"{svc.state_dir}/data",
                user=svc.user, group=svc.user, mode="750")
-    # The [postgres] extra brings psycopg2, which Open WebUI's Postgres engine needs.
-    venv = install(svc, f"Open WebUI {s['openwebui_version']}",
-                   f"open-webui[postgres]=={s['openwebui_version']}\n")
+    venv = install(svc, f"Open WebUI {s['openwebui_version']}", requirements(s))
     env = write_secrets(svc, "Open WebUI", {
         "WEBUI_SECRET_KEY": secrets["openwebui_secret_key"],
         "DATABASE_URL": database_url(s, secrets, "openwebui"),

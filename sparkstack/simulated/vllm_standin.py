@@ -77,6 +77,14 @@ class StandinState:
         self.lock = threading.Lock()
 
 
+def standin_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("vllm-standin")
+    except PackageNotFoundError:  # run from the source tree
+        return "source"
+
+
 def _tool_call(tools: list, choice) -> dict:
     tool = tools[0]
     if isinstance(choice, dict) and choice.get("function", {}).get("name"):
@@ -109,7 +117,7 @@ def make_handler(state: StandinState):
 
         def _authorized(self) -> bool:
             key = state.args.api_key or os.environ.get("VLLM_API_KEY")  # as vLLM does
-            if not key or self.path in ("/health", "/metrics"):
+            if not key or self.path in ("/health", "/metrics", "/version"):
                 return True
             if self.headers.get("Authorization", "") == f"Bearer {key}":
                 return True
@@ -129,6 +137,8 @@ def make_handler(state: StandinState):
                      "owned_by": "vllm", "root": state.args.model, "parent": None,
                      "max_model_len": state.max_model_len}
                     for name in state.names]})
+            elif self.path == "/version":
+                self._json(200, {"version": standin_version()})
             elif self.path == "/metrics":
                 name = state.names[0]
                 body = (

@@ -136,7 +136,8 @@ def deploy(s: HostSettings, fleet: Fleet, secrets: dict,
         logger.info(f"    [{s.name}] {line}")
 
     if in_place or going:
-        plan_swap(s, fleet, state, starting, in_place, going, stale, planned, units, choose)
+        plan_swap(s, fleet, state, starting, in_place, going, stale, planned, units, choose,
+                  venv)
     else:
         if planned.drop_caches:
             server.shell(name="Drop the page cache so the new models fit",
@@ -171,7 +172,7 @@ def record_choices(s: HostSettings, chosen: dict[str, str]):
 
 def plan_swap(s: HostSettings, fleet: Fleet, state: Snapshot, starting: list[dict],
               in_place: list[str], going: list[str], stale: list[str], planned: fit.FitPlan,
-              units: dict, choose: dict | None) -> None:
+              units: dict, choose: dict | None, venv) -> None:
     """The swap: the transaction that runs once the new unit files are written."""
     def unit_of(model: dict) -> Unit:
         return Unit(vllm_unit(model["name"]), f"{s.name}:{model['port']}",
@@ -197,6 +198,10 @@ def plan_swap(s: HostSettings, fleet: Fleet, state: Snapshot, starting: list[dic
         path = f"{UNIT_DIR}/{vllm_unit(m['name'])}"
         if units[m["name"]].will_change:
             previous[path] = state.content(path)  # None: a new unit, removed on rollback
+    links = {}
+    current = state.file(f"{layout.service_root('vllm')}/current") or {}
+    if venv.will_change and current.get("target"):  # a new vLLM: the old one comes back
+        links[layout.venv("vllm")] = current["target"]
     chosen = chosen_members(s, state, choose)
     record = {}
     if choose:
@@ -206,7 +211,8 @@ def plan_swap(s: HostSettings, fleet: Fleet, state: Snapshot, starting: list[dic
         host=s.name, layout=layout, mode=planned.mode, stop=stop,
         start=[unit_of(m) for m in starting],
         downloads=[(m["model"], m["revision"]) for m in starting if needs_download(s, m)],
-        drop_caches=planned.drop_caches, previous=previous, vllm_user=s["vllm_user"],
+        drop_caches=planned.drop_caches, previous=previous, links=links,
+        vllm_user=s["vllm_user"],
         hf_endpoint=s["hf_endpoint"], record=record,
         layouts={h.name: h.layout for h in fleet.hosts.values() if h.has("litellm")},
         disable=[u for u in going], remove=[p for p in stale])

@@ -13,8 +13,9 @@ served by several Sparks stays local on the others:
    them; otherwise break-before-make: drain and stop the old units, drop the page cache
    if the fit needs it, start the new ones and route them;
 3. roll back when a new model does not become ready: stop it, put every file the swap
-   changed back, start the old units again and route them, and fail with the unit's
-   journal. The host is then as before the run.
+   changed back (and vLLM's venv link, when the run switched to a new vLLM), start the
+   old units again and route them, and fail with the unit's journal. The host is then
+   as before the run.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Swap:
     downloads: list[tuple[str, str]] = field(default_factory=list)   # (repo, revision)
     drop_caches: bool = False
     previous: dict[str, str | None] = field(default_factory=dict)    # path: text or None
+    links: dict[str, str] = field(default_factory=dict)   # venv link: where it pointed
     vllm_user: str = "vllm"
     hf_endpoint: str = ""
     layouts: dict[str, Layout] = field(default_factory=dict)  # of the LiteLLM hosts
@@ -138,6 +140,9 @@ class Swap:
                 self._run(self.host, f"rm -f {shlex.quote(path)}")
             else:
                 h.put_file(StringIO(text), path, _sudo=bool(h.data.get("_sudo")))
+        for path, target in self.links.items():
+            self._must(self.host, f"ln -sfn {shlex.quote(target)} {shlex.quote(path)}.back "
+                                  f"&& mv -Tf {shlex.quote(path)}.back {shlex.quote(path)}")
         self._must(self.host, "systemctl daemon-reload")
         for unit in stopped:
             self._log(f"roll back: start {unit.unit} again")

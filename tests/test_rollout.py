@@ -1,0 +1,49 @@
+"""Planning a rolling update: batches, profiles that would go dark, what changes."""
+
+import pytest
+
+from sparkstack.fleet import Fleet
+from sparkstack.host_facts import Snapshot
+from sparkstack.rollout import batches, changes, would_go_dark
+from sparkstack.services import base
+from sparkstack.settings import validate_inventory
+
+
+@pytest.mark.parametrize("size,expected", [
+    ("1", [["a"], ["b"], ["c"]]), ("2", [["a", "b"], ["c"]]), ("5", [["a", "b", "c"]]),
+    ("50%", [["a"], ["b"], ["c"]]), ("67%", [["a", "b"], ["c"]]),
+    ("100%", [["a", "b", "c"]]), ("1%", [["a"], ["b"], ["c"]])])
+def test_batches_of_a_number_or_a_share_of_hosts(size, expected):
+    assert batches(["a", "b", "c"], size) == expected
+
+
+def two_sparks(cloud: str) -> Fleet:
+    solo = [{"name": "solo", "model": "a/b", "port": 8000}]
+    return Fleet(validate_inventory({
+        "a": {"address": "10.0.0.1", "models": [], "roles": ["postgres", "litellm"],
+              "cloud_api_key": cloud, "litellm_model_aliases": {},
+              "profiles": {"solo": {"local": ["solo"], "cloud": "openrouter/x"}}},
+        "b": {"address": "10.0.0.2", "roles": ["vllm"], "models": solo}}))
+
+
+def test_a_profile_served_by_one_spark_only_and_no_cloud_would_go_dark(monkeypatch):
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    assert would_go_dark("b", two_sparks(cloud="")) == ["solo"]
+    assert would_go_dark("a", two_sparks(cloud="")) == []       # a serves no model
+    assert would_go_dark("b", two_sparks(cloud="sk-or-x")) == []  # the cloud takes it
+
+
+def test_an_update_lists_each_venv_that_differs_from_the_inventory():
+    s = validate_inventory({"s": {"litellm_version": "1.103.1",
+                                  "litellm_request_log": False}})[0]
+    layout = s.layout
+    files, contents = {}, {}
+    for service, _, requirements in base.venvs(s):
+        files[f"{layout.service_root(service)}/current"] = {
+            "type": "l", "target": f"venvs/{base.venv_id(s, requirements)}"}
+    # LiteLLM still runs the release before
+    files[f"{layout.service_root('litellm')}/current"]["target"] = "venvs/0123456789abcdef"
+    contents[f"{layout.venv('litellm')}/sparkstack-requirements.txt"] = \
+        "litellm[proxy]==1.102.4\n"
+    found = changes(s, Snapshot({"files": files, "contents": contents}, []))
+    assert found == ["LiteLLM: litellm[proxy]==1.102.4 -> litellm[proxy]==1.103.1"]

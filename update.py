@@ -1,0 +1,32 @@
+"""Update every Spark to the inventory's versions, one batch of hosts at a time:
+
+    pyinfra inventory.py update.py [--data batch=N|N%] [--data force=1]
+    pyinfra inventory.py update.py --data rollback=1        (back to the previous versions)
+
+(or `sparkstack update`, which shows the plan and asks first). Hosts already up to date
+are skipped. Each host is checked healthy, checkpointed and backed up, drained out of
+every LiteLLM, deployed (new venvs beside the old ones), proven healthy and routed
+again; one that fails is rolled back by itself and the rollout stops there: later hosts
+stay untouched, and the run ends with a table of what happened to each host.
+"""
+
+import os
+
+import click
+from pyinfra import host, logger
+from pyinfra.operations import python
+
+from sparkstack import rollout
+from sparkstack.context import current_host
+
+settings, fleet, secrets = current_host(host, run_arguments=("batch", "force", "rollback"))
+plan = rollout.plan_once(fleet, batch=str(host.data.get("batch") or "1"),
+                         force=bool(host.data.get("force")),
+                         rollback=bool(host.data.get("rollback")))
+if plan.plan.get(host.name) or host.data.get("rollback"):
+    inventory = os.path.abspath(click.get_current_context().params["inventory"])
+    update = rollout.for_host(plan, settings, fleet, inventory,
+                              rollback_only=bool(host.data.get("rollback")))
+    python.call(name="Update this Spark (in its batch's turn)", function=update.run)
+else:
+    logger.info(f"    [{host.name}] up to date: skipped")
