@@ -10,9 +10,6 @@ again; one that fails is rolled back by itself and the rollout stops there: late
 stay untouched, and the run ends with a table of what happened to each host.
 """
 
-import os
-
-import click
 from pyinfra import host, logger
 from pyinfra.operations import python
 
@@ -24,8 +21,7 @@ plan = rollout.plan_once(fleet, batch=str(host.data.get("batch") or "1"),
                          force=bool(host.data.get("force")),
                          rollback=bool(host.data.get("rollback")))
 if plan.plan.get(host.name) or host.data.get("rollback"):
-    inventory = os.path.abspath(click.get_current_context().params["inventory"])
-    update = rollout.for_host(plan, settings, fleet, inventory,
+    update = rollout.for_host(plan, settings, fleet,
                               rollback_only=bool(host.data.get("rollback")))
     python.call(name="Update this Spark (in its batch's turn)", function=update.run)
 else:

@@ -111,6 +111,46 @@ def update(inventory: str, batch: str, limit: tuple[str, ...], yes: bool, force:
 @main.command()
 @click.option("-i", "--inventory", default="inventory.py", show_default=True)
 @click.option("--limit", multiple=True, help="host name, glob or group (repeatable)")
+@click.option("--since", default="7d", show_default=True, help="e.g. 30m, 12h, 7d, 4w")
+@click.option("--by", type=click.Choice(["profile", "host", "day", "key"]),
+              default="profile", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="also write a self-contained HTML page with charts")
+def usage(inventory: str, limit: tuple[str, ...], since: str, by: str, as_json: bool,
+          html_file: Path | None) -> None:
+    """What the platform answered: local, fallback and cloud shares, errors, tokens,
+    latency and cost, from every LiteLLM host's request log."""
+    from . import usage as report_of
+    from .usage_html import page
+
+    try:
+        report = report_of.run(inventory, limit, since, by)
+    except RuntimeError as e:
+        raise click.ClickException(str(e))
+    if html_file:
+        html_file.write_text(page(report))
+    click.echo(json.dumps(report, indent=1) if as_json else report_of.table(report))
+
+
+@main.command(name="claude-env")
+@click.option("-i", "--inventory", default="inventory.py", show_default=True)
+@click.option("--host", "host_name", help="the Spark whose LiteLLM Claude Code uses "
+                                          "(default: the first that runs LiteLLM)")
+def claude_env(inventory: str, host_name: str | None) -> None:
+    """Print the shell exports that point Claude Code at a Spark's LiteLLM:
+    eval "$(sparkstack claude-env)"."""
+    from .claude import exports
+
+    try:
+        click.echo(exports(inventory, host_name))
+    except RuntimeError as e:
+        raise click.ClickException(str(e))
+
+
+@main.command()
+@click.option("-i", "--inventory", default="inventory.py", show_default=True)
+@click.option("--limit", multiple=True, help="host name, glob or group (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def health(inventory: str, limit: tuple[str, ...], as_json: bool) -> None:
     """Check every host: GPU, units, endpoints, a completion per profile, memory."""

@@ -30,3 +30,8 @@ def current_host(host, run_arguments: tuple[str, ...] = ()) -> tuple[HostSetting
     fleet = _validated(id(inventory))
     settings = fleet[host.name]
     return settings, fleet, host_secrets(settings["secrets_dir"], host.name)
+
+
+def run_arguments() -> set[str]:
+    """The `--data` keys of this run that are not settings."""
+    return set(_run_arguments)

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import gevent
+import gevent.lock
 from pyinfra import host
 from pyinfra.api import FactBase
 from sparkstack_host import host_state
@@ -104,14 +105,16 @@ class Snapshot:
 
 
 _snapshots: dict[str, Snapshot] = {}
+_prefetching = gevent.lock.Semaphore()
 
 
 def snapshot() -> Snapshot:
     """The current host's state as the run found it (read once per host and run; the
     first call reads every host of the run, in parallel)."""
-    if not _snapshots:
-        from pyinfra import state
-        prefetch(list(state.inventory.get_active_hosts()))
+    with _prefetching:  # the hosts are planned in parallel greenlets
+        if not _snapshots:
+            from pyinfra import state
+            prefetch(list(state.inventory.get_active_hosts()))
     return snapshot_of(host)
 
 

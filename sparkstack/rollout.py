@@ -31,6 +31,7 @@ from pathlib import Path
 
 import gevent
 import gevent.event
+import gevent.lock
 import gevent.subprocess
 from pyinfra import logger
 from pyinfra.api import StringCommand
@@ -126,6 +127,7 @@ class Rollout:
     outcome: dict[str, str] = field(default_factory=dict)
     journal: dict[str, str] = field(default_factory=dict)
     stopped_by: str = ""
+    inventory: str = ""                   # its copy, for the deploy of each host
 
     def __post_init__(self):
         self.turns = [gevent.event.Event() for _ in self.order]
@@ -172,6 +174,8 @@ class Rollout:
             self.turns[i + 1].set()
         if len(self.outcome) == len(self.plan):
             logger.info(self.table())
+            if self.inventory:
+                Path(self.inventory).unlink(missing_ok=True)
 
     def table(self) -> str:
         lines = ["--> Update results:", f"    {'host':14} outcome"]
@@ -358,35 +362,59 @@ def host_units(s: HostSettings) -> list[str]:
 
 
 _planned: Rollout | None = None
+_planning = gevent.lock.Semaphore()  # the hosts are planned in parallel greenlets
 
 
 def plan_once(fleet: Fleet, batch: str, force: bool, rollback: bool) -> Rollout:
     """The run's plan, made when the first host is planned (before any host changes):
-    every host's snapshot read in parallel, what differs, the batches."""
+    every host's snapshot read in parallel, what differs, the batches in the
+    inventory's order."""
     global _planned
-    if _planned is None:
-        from pyinfra import state
-
-        from .host_facts import snapshot, snapshot_of
-        if not (batch.rstrip("%").isdigit() and int(batch.rstrip("%")) > 0):
-            raise PyinfraError(f"update: batch = {batch!r}: give a number of hosts (e.g. 2) "
-                               "or a share of them (e.g. 25%)")
-        hosts = list(state.inventory.get_active_hosts())
-        snapshot()  # reads every host's, in parallel
-        found = {h.name: (["back to the versions before the last update"] if rollback
-                          else changes(fleet[h.name], snapshot_of(h))) for h in hosts}
-        _planned = Rollout(fleet, found, batches([h for h in found if found[h]], batch),
-                           force)
-        logger.info(_planned.describe())
+    with _planning:
+        if _planned is None:
+            _planned = _plan(fleet, batch, force, rollback)
+            logger.info(_planned.describe())
     return _planned
 
 
-def for_host(plan: Rollout, s: HostSettings, fleet: Fleet, inventory: str,
+def _plan(fleet: Fleet, batch: str, force: bool, rollback: bool) -> Rollout:
+    from pyinfra import state
+
+    from .host_facts import snapshot_of
+    if not (batch.rstrip("%").isdigit() and int(batch.rstrip("%")) > 0):
+        raise PyinfraError(f"update: batch = {batch!r}: give a number of hosts (e.g. 2) or "
+                           "a share of them (e.g. 25%)")
+    active = set(state.inventory.get_active_hosts())
+    hosts = [h for h in state.inventory if h in active]
+    gevent.joinall([gevent.spawn(snapshot_of, h) for h in hosts], raise_error=True)
+    found = {h.name: (["back to the versions before the last update"] if rollback
+                      else changes(fleet[h.name], snapshot_of(h))) for h in hosts}
+    rollout = Rollout(fleet, found, batches([h for h in found if found[h]], batch), force)
+    rollout.inventory = write_inventory_copy(state.inventory)
+    return rollout
+
+
+def write_inventory_copy(inventory) -> str:
+    """The inventory this run was given (every host with all its data), for the deploy
+    each host's update runs: it plans the whole fleet but changes only that host."""
+    import pprint
+    import tempfile
+    from .context import run_arguments
+    hosts = [(h.name, {k: v for k, v in h.data.dict().items() if k not in run_arguments()})
+             for h in inventory]
+    fd, path = tempfile.mkstemp(prefix="sparkstack-update-", suffix=".py")
+    with open(fd, "w") as f:
+        f.write("# The inventory of a `sparkstack update` run (written by the run).\n"
+                f"sparks = {pprint.pformat(hosts)}\n")
+    return path
+
+
+def for_host(plan: Rollout, s: HostSettings, fleet: Fleet,
              rollback_only: bool = False) -> HostUpdate:
     backends = {f"{s.name}:{m['port']}": [h.name for h in fleet.litellm_hosts_routing_to(s, m)]
                 for m in s.models}
     return HostUpdate(
-        rollout=plan, host=s.name, layout=s.layout, inventory=inventory,
+        rollout=plan, host=s.name, layout=s.layout, inventory=plan.inventory,
         units=host_units(s), backends=backends,
         layouts={h.name: h.layout for h in fleet.hosts.values()},
         dark=would_go_dark(s.name, fleet), has_postgres=s.has("postgres"),

@@ -197,6 +197,9 @@ def _check_host(name: str, data: dict[str, Any], defaults: dict[str, Any],
     if not re.match(r"https?://[^/\s]+", values["hf_endpoint"]):
         problems.append(f"host {name}: hf_endpoint = {values['hf_endpoint']!r}: must be an "
                         "http:// or https:// URL, e.g. https://huggingface.co")
+    if values["request_log_days"] < 1:
+        problems.append(f"host {name}: request_log_days = {values['request_log_days']!r}: "
+                        "must be at least 1 (day)")
     if values["litellm_routes_interval"] < 5:
         problems.append(f"host {name}: litellm_routes_interval = "
                         f"{values['litellm_routes_interval']!r}: must be at least 5 (seconds)")

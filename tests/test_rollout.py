@@ -35,7 +35,8 @@ def test_a_profile_served_by_one_spark_only_and_no_cloud_would_go_dark(monkeypat
 
 def test_an_update_lists_each_venv_that_differs_from_the_inventory():
     s = validate_inventory({"s": {"litellm_version": "1.103.1",
-                                  "litellm_request_log": False}})[0]
+                                  "litellm_request_log": False,
+                                  "request_log": False}})[0]
     layout = s.layout
     files, contents = {}, {}
     for service, _, requirements in base.venvs(s):

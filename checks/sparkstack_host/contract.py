@@ -41,6 +41,7 @@ HEALTH = "sparkstack-health"
 LITELLM_SERVE = "sparkstack_host.litellm_serve"   # a module, run with LiteLLM's Python
 DOWNLOAD = "sparkstack-download"
 CHECKPOINT = "sparkstack-checkpoint"
+USAGE = "sparkstack-usage"
 BACKUP = "sparkstack-backup"
 HOST_PACKAGE = "sparkstack-host"
 
@@ -289,3 +290,25 @@ class RoutesPlan:
 
 
 BACKEND_KEY = "sparkstack_backend"   # model_info key naming a local route's backend
+
+
+# --- the request log (LiteLLM's database on each LiteLLM host) ---------------------------
+REQUEST_LOG_TABLE = "sparkstack_requests"
+# `final`: the request's outcome (its success, or the error its client got); the other
+# rows are attempts a fallback or retry recovered from. `route`: local, fallback (a
+# local profile answered by its cloud model) or cloud (a cloud profile).
+REQUEST_LOG_COLUMNS = ("at", "trace_id", "final", "key_hash", "key_alias", "requested",
+                       "served", "served_host", "route", "fallbacks", "input_tokens",
+                       "output_tokens", "latency_ms", "ttft_ms", "stream", "status",
+                       "error_class", "cost", "prompt", "answer")
+REQUEST_LOG_DDL = f"""
+CREATE TABLE IF NOT EXISTS {REQUEST_LOG_TABLE} (
+    id bigserial PRIMARY KEY, at timestamptz NOT NULL, trace_id text NOT NULL,
+    final boolean NOT NULL, key_hash text NOT NULL, key_alias text NOT NULL,
+    requested text NOT NULL, served text NOT NULL, served_host text NOT NULL,
+    route text NOT NULL, fallbacks integer NOT NULL, input_tokens integer NOT NULL,
+    output_tokens integer NOT NULL, latency_ms real, ttft_ms real, stream boolean NOT NULL,
+    status text NOT NULL, error_class text NOT NULL, cost double precision NOT NULL,
+    prompt jsonb, answer jsonb);
+CREATE INDEX IF NOT EXISTS {REQUEST_LOG_TABLE}_at ON {REQUEST_LOG_TABLE} (at) WHERE final;
+"""

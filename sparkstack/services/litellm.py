@@ -68,15 +68,18 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
                                        "api_base": r.api_base,
                                        "api_key": "os.environ/VLLM_API_KEY"},
                     "model_info": {"id": f"{name}@{r.id}", "sparkstack_host": r.host,
-                                   BACKEND_KEY: r.id},
+                                   BACKEND_KEY: r.id, "sparkstack_route": "local",
+                                   "sparkstack_served": f"{r.host}/{r.served_name}"},
                 })
         return entries
 
-    def cloud_entry(name: str, model: str) -> dict:
+    def cloud_entry(name: str, model: str, route: str) -> dict:
+        # route: "fallback" for a local profile's cloud model, "cloud" for a cloud profile
         return {"model_name": name,
                 "litellm_params": {"model": model, "api_base": s["cloud_api_base"],
                                    "api_key": "os.environ/CLOUD_API_KEY"},
-                "model_info": {"id": f"{name}@cloud"}}
+                "model_info": {"id": f"{name}@cloud", "sparkstack_route": route,
+                               "sparkstack_served": model}}
 
     def add_profile(name: str, profile: dict, fallback_of: str | None = None) -> None:
         local = local_entries(name, profile)
@@ -86,12 +89,12 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
             model_list.extend(local)
             if cloud and cloud_ok:
                 if fallback_of is None:
-                    model_list.append(cloud_entry(fallback_group, cloud))
+                    model_list.append(cloud_entry(fallback_group, cloud, "fallback"))
                 fallbacks.append({name: [fallback_group]})
-                standby[name] = cloud_entry(name, cloud)
+                standby[name] = cloud_entry(name, cloud, "fallback")
             served_profiles.append(name)
         elif cloud and cloud_ok:
-            model_list.append(cloud_entry(name, cloud))
+            model_list.append(cloud_entry(name, cloud, "cloud"))
             served_profiles.append(name)
 
     for name, profile in s["profiles"].items():
@@ -116,7 +119,10 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
             "allowed_fails": 1,
             "fallbacks": fallbacks,
         },
-        "litellm_settings": {"drop_params": True, "request_timeout": s["litellm_timeout"]},
+        "litellm_settings": {"drop_params": True, "request_timeout": s["litellm_timeout"],
+                             # sparkstack's request log (host package, on PYTHONPATH)
+                             **({"callbacks": ["sparkstack_host.request_log.logger"]}
+                                if s["request_log"] else {})},
         "general_settings": general,
     }
     return RoutesPlan(config=config, backends=backends, standby=standby,
@@ -151,14 +157,22 @@ def secret_environment(s: HostSettings, fleet: Fleet, secrets: dict) -> dict[str
         env["CLOUD_API_KEY"] = cloud_api_key(s)
     if s["litellm_request_log"]:
         env["DATABASE_URL"] = database_url(s, secrets, "litellm")
+    if s["request_log"]:
+        env["SPARKSTACK_REQUEST_LOG_DSN"] = database_url(s, secrets, "litellm")
     env.update(proxy_environment(s, fleet))
     return env
 
 
+PSYCOPG = "psycopg[binary]==3.2.10"  # the request log's PostgreSQL driver
+PRISMA = "prisma==0.15.0"             # what LiteLLM's own database goes through
+
+
 def requirements(s: HostSettings) -> str:
     reqs = f"litellm[proxy]=={s['litellm_version']}\n"
+    if s["request_log"]:
+        reqs += f"{PSYCOPG}\n"
     if s["litellm_request_log"]:
-        reqs += "prisma\n"  # LiteLLM's request log in Postgres goes through Prisma
+        reqs += f"{PRISMA}\n"
     return reqs
 
 

@@ -3,8 +3,12 @@
 It installs a `vllm` command that accepts vLLM's `serve` command line, rejects flags
 vLLM would reject, keeps its port closed while it "loads" (like vLLM, whose port opens
 only once the engine is up), then serves /health, /v1/models, /v1/chat/completions
-(plain, streaming, tool calls) and /metrics. Answers name the served model and the host
-so tests can see which backend answered.
+(plain, streaming, tool calls), /version and /metrics. Answers name the served model and
+the host so tests can see which backend answered. It calls a tool the way a model
+would be asked to: when `tool_choice` names one, when the user names an offered tool,
+or when the user asks "write the file PATH containing exactly: TEXT" and a tool called
+Write is offered (as Claude Code offers it); once a tool's result comes back it
+answers in text.
 
 Behaviour knobs (environment, set through the deploy's documented vLLM environment
 setting): VLLM_STANDIN_LOAD_SECONDS (default 2), VLLM_STANDIN_FAIL=1 (exit with an
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -85,17 +90,46 @@ def standin_version() -> str:
         return "source"
 
 
-def _tool_call(tools: list, choice) -> dict:
-    tool = tools[0]
-    if isinstance(choice, dict) and choice.get("function", {}).get("name"):
-        wanted = choice["function"]["name"]
-        tool = next((t for t in tools if t.get("function", {}).get("name") == wanted), tool)
-    fn = tool.get("function", {})
-    params = fn.get("parameters", {}) or {}
-    args = {}
-    for key in params.get("required", []):
-        kind = params.get("properties", {}).get(key, {}).get("type", "string")
-        args[key] = {"integer": 1, "number": 1.0, "boolean": True}.get(kind, "standin")
+# "write the file /abs/path containing exactly: some text" (as a person asks Claude Code)
+WRITE_ASK = re.compile(r"(?:write|create) the file (\S+) containing exactly: (.+)$",
+                       re.IGNORECASE | re.DOTALL)
+
+
+def _text_of(message: dict) -> str:
+    content = message.get("content") or ""
+    if isinstance(content, list):  # content parts
+        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def _tool_call(messages: list, tools: list, choice) -> dict | None:
+    """A tool call when the request asks for one, as a model would decide it: a forced
+    `tool_choice`, a file the user asks to be written (with a tool named Write), or a
+    tool the user names; none once a tool's result is back (then it answers)."""
+    if not tools or choice == "none":
+        return None
+    if messages and messages[-1].get("role") == "tool":
+        return None
+    by_name = {t.get("function", {}).get("name"): t.get("function", {}) for t in tools}
+    asked = _text_of(messages[-1]) if messages else ""
+    fn, args = None, None
+    if isinstance(choice, dict) and choice.get("function", {}).get("name") in by_name:
+        fn = by_name[choice["function"]["name"]]
+    elif (m := WRITE_ASK.search(asked.strip())) and "Write" in by_name:
+        fn, args = by_name["Write"], {"file_path": m.group(1), "content": m.group(2).strip()}
+    else:
+        fn = next((f for name, f in by_name.items()
+                   if name and re.search(rf"\b{re.escape(name)}\b", asked)), None)
+        if fn is None and choice == "required":
+            fn = next(iter(by_name.values()))
+    if fn is None:
+        return None
+    if args is None:
+        params = fn.get("parameters", {}) or {}
+        args = {}
+        for key in params.get("required", []):
+            kind = params.get("properties", {}).get(key, {}).get("type", "string")
+            args[key] = {"integer": 1, "number": 1.0, "boolean": True}.get(kind, "standin")
     return {"id": f"chatcmpl-tool-{uuid.uuid4().hex[:16]}", "type": "function",
             "function": {"name": fn.get("name", "tool"), "arguments": json.dumps(args)}}
 
@@ -182,9 +216,8 @@ def make_handler(state: StandinState):
         def _complete(self, req: dict, model: str) -> None:
             text = (f"{state.label}:{model}@{state.hostname}:{state.args.port} "
                     f"answered {len(req.get('messages', []))} message(s)")
-            tools = req.get("tools") or []
-            tool_choice = req.get("tool_choice", "auto")
-            call = _tool_call(tools, tool_choice) if tools and tool_choice != "none" else None
+            call = _tool_call(req.get("messages") or [], req.get("tools") or [],
+                              req.get("tool_choice", "auto"))
             cid = f"chatcmpl-{uuid.uuid4().hex}"
             created = int(time.time())
             usage = {"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16}

@@ -161,7 +161,7 @@ def test_streaming_and_tool_calls_pass_through_litellm(stack):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.startswith("standin:qwen3-coder-30b@spark1")
     reply = client.chat.completions.create(
-        model="code", messages=[{"role": "user", "content": "weather in Oslo?"}],
+        model="code", messages=[{"role": "user", "content": "get_weather: Oslo?"}],
         tools=[{"type": "function", "function": {
             "name": "get_weather", "parameters": {
                 "type": "object", "properties": {"city": {"type": "string"}},

@@ -175,6 +175,7 @@ def test_a_version_that_cannot_start_is_rolled_back_and_the_rollout_stops(three)
 
 
 def test_an_update_is_refused_when_a_profile_would_have_nowhere_to_go(three):
+    three.package["spark3"] = "vllm-standin==0.2.0"  # as it runs since the rollout stopped
     three.extra = {"spark3": {"models": [MODEL, {**MODEL, "name": "solo", "port": 8001}]}}
     three.write(profiles={"fast": {"local": ["qwen3-4b"], "cloud": "openrouter/fast"},
                           "solo": {"local": ["solo"]}})

@@ -1,0 +1,166 @@
+"""LiteLLM's request log in this Spark's PostgreSQL: one row per model call.
+
+LiteLLM loads `logger` from its config (`litellm_settings.callbacks:
+sparkstack_host.request_log.logger`; the host package is on its PYTHONPATH), so it
+works with no internet: no Prisma. Each row: when, the calling key (its hash and
+alias, never the key), the model name asked for (a profile or an alias such as
+claude-sonnet-4-5), what served it (host and model, or the cloud model) and how (local,
+fallback, cloud), fallbacks attempted, tokens, latency and time to first token for
+streams, status or error class, LiteLLM's cost. Each request has one final row (its
+success, or the error its client got, also when no model was called, such as an
+unknown model name); failed attempts a fallback recovered from are kept as rows that
+are not final.
+
+Recording never slows or fails a request: rows wait in memory and a background task
+writes them in batches (COPY) every second. While PostgreSQL is unreachable the rows
+are dropped (at most `MAX_WAITING` wait) and the count lost so far goes to LiteLLM's
+journal. Prompt and answer text are stored only with SPARKSTACK_REQUEST_LOG_TEXT=1.
+Rows older than SPARKSTACK_REQUEST_LOG_DAYS are pruned hourly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+
+from litellm.integrations.custom_logger import CustomLogger
+
+from .contract import REQUEST_LOG_COLUMNS, REQUEST_LOG_DDL, REQUEST_LOG_TABLE
+
+log = logging.getLogger("sparkstack.request_log")
+MAX_WAITING = 20000
+FLUSH_SECONDS = 1.0
+PRUNE_SECONDS = 3600
+
+
+def _ms(seconds) -> float | None:
+    return None if seconds is None else round(float(seconds) * 1000, 1)
+
+
+def _time(value) -> float | None:
+    if value is None:
+        return None
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+def key_hash(value: str | None) -> str:
+    """LiteLLM passes the key's hash; a raw key (sk-...) is hashed here, never stored."""
+    value = value or ""
+    return hashlib.sha256(value.encode()).hexdigest() if value.startswith("sk-") else value
+
+
+def row_from_call(kwargs: dict, status: str, keep_text: bool) -> tuple:
+    """A row from LiteLLM's logging kwargs for one model call (a success is final)."""
+    payload = kwargs.get("standard_logging_object") or {}
+    params = kwargs.get("litellm_params") or {}
+    metadata = params.get("metadata") or {}
+    info = params.get("model_info") or {}
+    started = _time(payload.get("startTime")) or time.time()
+    ended = _time(payload.get("endTime")) or started
+    first = _time(payload.get("completionStartTime"))
+    stream = bool(payload.get("stream"))
+    error = payload.get("error_information") or {}
+    served = info.get("sparkstack_served") or payload.get("model") or ""
+    return (
+        datetime.fromtimestamp(started, timezone.utc),
+        payload.get("trace_id") or kwargs.get("litellm_call_id") or "", status == "ok",
+        key_hash(payload.get("metadata", {}).get("user_api_key_hash")),
+        payload.get("metadata", {}).get("user_api_key_alias") or "",
+        metadata.get("original_model_group") or payload.get("model_group") or "",
+        served, info.get("sparkstack_host") or "", info.get("sparkstack_route") or "",
+        int(metadata.get("attempted_fallbacks") or 0),
+        int(payload.get("prompt_tokens") or 0), int(payload.get("completion_tokens") or 0),
+        _ms(ended - started), _ms(first - started) if stream and first else None, stream,
+        status, (error.get("error_class") or "") if status != "ok" else "",
+        float(payload.get("response_cost") or 0.0),
+        json.dumps(payload.get("messages")) if keep_text else None,
+        json.dumps(payload.get("response")) if keep_text else None,
+    )
+
+
+def row_failed(request: dict, error: Exception, key: str, alias: str) -> tuple:
+    """The final row of a request its client got an error for."""
+    return (datetime.now(timezone.utc), request.get("litellm_call_id") or "", True,
+            key_hash(key), alias, str(request.get("model") or ""), "", "", "", 0, 0, 0,
+            None, None, bool(request.get("stream")), "error", type(error).__name__, 0.0,
+            None, None)
+
+
+class RequestLog(CustomLogger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dsn = os.environ.get("SPARKSTACK_REQUEST_LOG_DSN", "")
+        self.keep_text = os.environ.get("SPARKSTACK_REQUEST_LOG_TEXT") == "1"
+        self.days = int(os.environ.get("SPARKSTACK_REQUEST_LOG_DAYS", "30"))
+        self.waiting: list[tuple] = []
+        self.lost = 0
+        self.task: asyncio.Task | None = None
+        self.pruned = 0.0
+
+    # --- LiteLLM's hooks (on the event loop; they only queue) --------------------------
+    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
+        self._queue(lambda: row_from_call(kwargs, "ok", self.keep_text))
+
+    async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):
+        self._queue(lambda: row_from_call(kwargs, "error", self.keep_text))
+
+    async def async_post_call_failure_hook(self, request_data, original_exception,
+                                           user_api_key_dict, traceback_str=None):
+        self._queue(lambda: row_failed(request_data or {}, original_exception,
+                                       getattr(user_api_key_dict, "api_key", "") or "",
+                                       getattr(user_api_key_dict, "key_alias", "") or ""))
+
+    def _queue(self, make_row) -> None:
+        try:
+            row = make_row()
+        except Exception:  # a payload we cannot read must not fail the request
+            log.exception("request log: a request could not be recorded")
+            return
+        if len(self.waiting) >= MAX_WAITING:
+            self.lost += 1
+            return
+        self.waiting.append(row)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._writer())
+
+    # --- the writer ------------------------------------------------------------------------
+    async def _writer(self) -> None:
+        import psycopg
+        created = False
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            batch, self.waiting = self.waiting, []
+            if not batch and time.monotonic() - self.pruned < PRUNE_SECONDS:
+                continue
+            try:
+                async with await psycopg.AsyncConnection.connect(self.dsn,
+                                                                 connect_timeout=3) as db:
+                    if not created:
+                        await db.execute(REQUEST_LOG_DDL)
+                        created = True
+                    if batch:
+                        await self._write(db, batch)
+                    if time.monotonic() - self.pruned > PRUNE_SECONDS:
+                        await db.execute(f"DELETE FROM {REQUEST_LOG_TABLE} WHERE at < "
+                                         "now() - make_interval(days => %s)", (self.days,))
+                        self.pruned = time.monotonic()
+            except Exception as e:
+                self.lost += len(batch)
+                log.warning("request log: %d row(s) lost, PostgreSQL unreachable (%s); "
+                            "%d lost since LiteLLM started", len(batch), e, self.lost)
+
+    @staticmethod
+    async def _write(db, batch: list[tuple]) -> None:
+        async with db.cursor() as cur:
+            async with cur.copy(f"COPY {REQUEST_LOG_TABLE} ({', '.join(REQUEST_LOG_COLUMNS)}) "
+                                "FROM STDIN") as copy:
+                for row in batch:
+                    await copy.write_row(row)
+
+
+logger = RequestLog()

@@ -1,0 +1,59 @@
+"""`sparkstack claude-env`: the shell exports that point Claude Code at a Spark's
+LiteLLM, its model slots mapped to profiles by the `claude_code_models` setting."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shlex
+
+from .remote import inventory_hosts
+from .settings import resolve_controller_path, validate_inventory
+
+QUIET = {"DISABLE_TELEMETRY": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+         "DISABLE_AUTOUPDATER": "1"}
+SLOTS = {"model": "ANTHROPIC_MODEL", "opus": "ANTHROPIC_DEFAULT_OPUS_MODEL",
+         "sonnet": "ANTHROPIC_DEFAULT_SONNET_MODEL", "haiku": "ANTHROPIC_DEFAULT_HAIKU_MODEL"}
+
+
+def routed_name(s, slot: str) -> str:
+    """The model name for a Claude Code slot: a profile, or a name an alias routes."""
+    name = s["claude_code_models"].get(slot)
+    if not isinstance(name, str) or not (name in s["profiles"] or any(
+            fnmatch.fnmatchcase(name, p) for p in s["litellm_model_aliases"])):
+        raise RuntimeError(f"host {s.name}: claude_code_models.{slot} = {name!r}: must be "
+                           f"a profile ({', '.join(s['profiles'])}) or a name an alias "
+                           "routes (e.g. claude-sonnet-4-5)")
+    return name
+
+
+def exports(inventory_path: str, host_name: str | None = None) -> str:
+    hosts = inventory_hosts(inventory_path)
+    settings = {s.name: s for s in validate_inventory(
+        {h.name: h.data.dict() for h in hosts})}
+    candidates = [s for s in settings.values() if s.has("litellm")
+                  and (host_name is None or s.name == host_name)]
+    if not candidates:
+        raise RuntimeError(f"no host {'named ' + host_name + ' ' if host_name else ''}"
+                           "runs LiteLLM in this inventory")
+    s = candidates[0]
+    secrets = resolve_controller_path(s["secrets_dir"]) / "hosts" / f"{s.name}.json"
+    if not secrets.is_file():
+        raise RuntimeError(f"{s.name} has no secrets yet ({secrets}): deploy it first")
+    key = json.loads(secrets.read_text())["litellm_master_key"]
+    bind, port = s["litellm_bind_address"], s["litellm_port"]
+    lines = []
+    if bind in ("127.0.0.1", "::1"):
+        address = "127.0.0.1"
+        lines.append(f"# LiteLLM listens on loopback on {s.name}: first "
+                     f"ssh -N -L {port}:127.0.0.1:{port} {s.address}")
+    else:
+        address = s.address if bind in ("0.0.0.0", "::") else bind
+    host = f"[{address}]" if ":" in address else address
+    lines += ["unset ANTHROPIC_API_KEY  # it would take precedence over the token",
+              f"export ANTHROPIC_BASE_URL={shlex.quote(f'http://{host}:{port}')}",
+              f"export ANTHROPIC_AUTH_TOKEN={shlex.quote(key)}"]
+    for slot, variable in SLOTS.items():
+        lines.append(f"export {variable}={shlex.quote(routed_name(s, slot))}")
+    lines += [f"export {k}={v}" for k, v in QUIET.items()]
+    return "\n".join(lines)

@@ -1,0 +1,230 @@
+"""The request log, the usage report and Claude Code, end to end on a simulated Spark.
+
+spark7 runs PostgreSQL, LiteLLM and vLLM (`fast` on qwen3-4b, `code` on
+qwen3-coder-30b with claude-* routed to it, `cloud` on the cloud stand-in). A known mix
+of requests goes through LiteLLM with real clients; the report must count exactly what
+was sent. Then the HTML report is opened in headless Chromium, PostgreSQL is stopped
+under traffic, and the real Claude Code CLI works against the Spark: a plain answer, a
+tool call that really writes a file, streaming, and token counting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from sparkstack.simulated import fleet
+from sparkstack.simulated.fleet import ssh
+from sparkstack.simulated.inventory import write_inventory
+from tests.doubles.cloud_standin import CloudStandin
+from tests.e2e.helpers import REPO, run_deploy
+
+pytestmark = pytest.mark.e2e
+SPARKSTACK = str(Path(sys.executable).with_name("sparkstack"))
+ARTIFACTS = REPO / ".sim" / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+class Spark:
+    def __init__(self, tmp, cloud):
+        self.tmp, self.cloud = tmp, cloud
+        self.inventory = tmp / "inventory.py"
+        self.host = fleet.boot("spark7", 7)
+        write_inventory(self.inventory, [self.host], {
+            "secrets_dir": str(tmp / "secrets"), "cloud_api_base": cloud.api_base,
+            "cloud_api_key": cloud.api_key},
+            {"spark7": {"roles": ["postgres", "vllm", "litellm"],
+                        "litellm_bind_address": self.host.address}})
+        self.base = f"http://{self.host.address}:4000"
+
+    @property
+    def key(self) -> str:
+        return json.loads((self.tmp / "secrets" / "hosts" / "spark7.json").read_text())[
+            "litellm_master_key"]
+
+    def usage(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([SPARKSTACK, "usage", "-i", str(self.inventory), *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    def sql(self, query: str) -> str:
+        return ssh(self.host, f"cd / && runuser -u postgres -- psql -d litellm -XAtc "
+                              f"{shlex.quote(query)}").stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    fleet.down_all()
+    fleet.ensure_network()
+    with CloudStandin(fleet.BRIDGE_ADDR) as cloud:
+        s = Spark(tmp_path_factory.mktemp("usage"), cloud)
+        first = run_deploy(s.inventory)
+        assert first.returncode == 0, first.output[-3000:]
+        yield s
+    fleet.down_all()
+
+
+def wait_for_rows(spark: Spark, count: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if int(spark.sql("SELECT count(*) FROM sparkstack_requests WHERE final") or 0) >= count:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {count} final rows after {timeout} s")
+
+
+def test_a_known_mix_of_requests_is_reported_exactly(spark):
+    oa = openai.OpenAI(base_url=f"{spark.base}/v1", api_key=spark.key, max_retries=0)
+    an = anthropic.Anthropic(base_url=spark.base, api_key=spark.key, max_retries=0)
+    hi = [{"role": "user", "content": "hi"}]
+    for _ in range(6):
+        assert oa.chat.completions.create(model="fast", messages=hi).choices[0].message.content
+    for _ in range(4):
+        assert an.messages.create(model="claude-sonnet-4-5", max_tokens=16, messages=hi)
+    for _ in range(3):
+        chunks = oa.chat.completions.create(model="fast", messages=hi, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    for _ in range(5):
+        assert oa.chat.completions.create(model="cloud", messages=hi)
+    # fast's model stops: the readiness gate sends `fast` to its cloud model meanwhile
+    ssh(spark.host, "systemctl stop sparkstack-vllm-qwen3-4b.service")
+    try:
+        for _ in range(4):
+            reply = oa.chat.completions.create(model="fast", messages=hi)
+            assert reply.choices[0].message.content.startswith("cloud-standin:")
+    finally:
+        ssh(spark.host, "systemctl start sparkstack-vllm-qwen3-4b.service")
+    for _ in range(2):
+        with pytest.raises(openai.BadRequestError):
+            oa.chat.completions.create(model="no-such-profile", messages=hi)
+    wait_for_rows(spark, 24)
+
+    report = json.loads(spark.usage("--since", "1h", "--json").stdout)
+    rows = {r["group"]: r for r in report["rows"]}
+    got = {g: (r["requests"], r["local"], r["fallback"], r["cloud"], r["errors"])
+           for g, r in rows.items()}
+    assert got == {"fast": (13, 9, 4, 0, 0), "claude-sonnet-4-5": (4, 4, 0, 0, 0),
+                   "cloud": (5, 0, 0, 5, 0), "no-such-profile": (2, 0, 0, 0, 2),
+                   "fleet": (24, 13, 4, 5, 2)}
+    assert report["headline"] == "local answered 54.2% of 24 requests; fallback cost $0.00"
+    assert rows["fleet"]["p50_ms"] is not None and rows["fleet"]["p95_ms"] >= rows[
+        "fleet"]["p50_ms"]
+    by_host = {r["group"]: r["requests"] for r in json.loads(
+        spark.usage("--since", "1h", "--by", "host", "--json").stdout)["rows"]}
+    assert by_host == {"spark7": 13, "cloud": 9, "none": 2, "fleet": 24}
+    # streams have their time to first token; no key and no text is stored
+    assert spark.sql("SELECT count(*) FROM sparkstack_requests WHERE final AND stream "
+                     "AND ttft_ms IS NOT NULL") == "3"
+    assert spark.sql("SELECT count(*) FROM sparkstack_requests WHERE prompt IS NOT NULL "
+                     "OR answer IS NOT NULL") == "0"
+    dump = ssh(spark.host, "cd / && runuser -u postgres -- pg_dump litellm").stdout
+    assert spark.key not in dump and spark.key[3:] not in dump
+    table = spark.usage("--since", "1h").stdout
+    assert "local answered 54.2% of 24 requests; fallback cost $0.00" in table
+
+
+def test_the_html_report_renders_its_charts_in_chromium(spark):
+    from playwright.sync_api import sync_playwright
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page_file = ARTIFACTS / "usage.html"
+    assert spark.usage("--since", "1h", "--html", str(page_file)).returncode == 0
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 960, "height": 900})
+        page.goto(page_file.as_uri())
+        assert "local answered 54.2% of 24 requests" in page.inner_text("#headline")
+        bars = page.locator("#requests-over-time rect.bar")
+        assert bars.count() >= 3  # local, fallback, cloud at least
+        assert page.locator("#requests-over-time rect.bar.fallback").count() >= 1
+        box = page.locator("#latency-percentiles rect.bar").first.bounding_box()
+        assert box and box["width"] > 0 and box["height"] > 0
+        page.screenshot(path=str(ARTIFACTS / "usage.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "usage.png").stat().st_size > 10_000
+
+
+def test_requests_succeed_while_postgres_is_down_and_lost_rows_are_counted(spark):
+    oa = openai.OpenAI(base_url=f"{spark.base}/v1", api_key=spark.key, max_retries=0)
+    hi = [{"role": "user", "content": "hi"}]
+    before = int(spark.sql("SELECT count(*) FROM sparkstack_requests WHERE final"))
+    ssh(spark.host, "systemctl stop postgresql")
+    try:
+        for _ in range(5):
+            assert oa.chat.completions.create(model="fast", messages=hi)
+        time.sleep(3)
+        journal = ssh(spark.host, "journalctl -u sparkstack-litellm.service --no-pager "
+                                  "-o cat | grep 'request log:' | tail -3").stdout
+        assert "row(s) lost, PostgreSQL unreachable" in journal, journal
+    finally:
+        ssh(spark.host, "systemctl start postgresql")
+    assert oa.chat.completions.create(model="fast", messages=hi)
+    wait_for_rows(spark, before + 1)
+
+
+def claude_env(spark: Spark) -> dict[str, str]:
+    out = subprocess.run([SPARKSTACK, "claude-env", "-i", str(spark.inventory)], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    for line in out.splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = shlex.split(value)[0]
+    assert "unset ANTHROPIC_API_KEY" in out
+    return env
+
+
+def claude(spark: Spark, cwd: Path, prompt: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["claude", "-p", prompt, "--model", "claude-sonnet-4-5", *args],
+                          cwd=cwd, env={**claude_env(spark), "HOME": str(cwd)},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_claude_code_answers_from_the_local_code_model(spark, tmp_path):
+    env = claude_env(spark)
+    assert env["ANTHROPIC_BASE_URL"] == spark.base
+    assert env["ANTHROPIC_AUTH_TOKEN"] == spark.key
+    assert (env["ANTHROPIC_MODEL"], env["ANTHROPIC_DEFAULT_HAIKU_MODEL"]) == ("code", "fast")
+    result = claude(spark, tmp_path, "What is 2 + 2?")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "standin:qwen3-coder-30b@spark7" in result.stdout
+
+
+def test_claude_code_calls_a_tool_that_really_runs(spark, tmp_path):
+    target = tmp_path / "hello.txt"
+    result = claude(spark, tmp_path,
+                    f"Create the file {target} containing exactly: sparkstack says hi",
+                    "--allowedTools", "Write")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert target.read_text() == "sparkstack says hi"
+
+
+def test_claude_code_streams_and_its_requests_are_logged_under_their_alias(spark, tmp_path):
+    result = claude(spark, tmp_path, "Say hi", "--output-format", "stream-json", "--verbose")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert any(e.get("type") == "assistant" for e in events)
+    assert events[-1].get("type") == "result" and not events[-1].get("is_error")
+    time.sleep(2)
+    streamed = spark.sql("SELECT count(*) FROM sparkstack_requests WHERE final AND stream "
+                         "AND requested = 'claude-sonnet-4-5' AND route = 'local'")
+    assert int(streamed) >= 1
+
+
+def test_count_tokens_answers(spark):
+    reply = httpx.post(f"{spark.base}/v1/messages/count_tokens", timeout=30,
+                       headers={"x-api-key": spark.key, "anthropic-version": "2023-06-01"},
+                       json={"model": "claude-sonnet-4-5",
+                             "messages": [{"role": "user", "content": "hello there"}]})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["input_tokens"] > 0
