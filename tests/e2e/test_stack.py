@@ -255,20 +255,34 @@ def test_second_run_changes_nothing(stack):
 
 
 def test_a_changed_host_package_is_reinstalled_and_restarts_only_litellm(stack):
-    """The host's package differs from the controller's (as after a sparkstack upgrade):
-    it is re-installed into the host venv and LiteLLM's, and only LiteLLM (whose
-    launcher runs in its process) restarts."""
+    """The host package's source changes (as after a sparkstack upgrade): the new wheel
+    goes into a new versioned host venv and a new library folder for LiteLLM, and only
+    LiteLLM (whose launcher runs in its process) restarts."""
     host = stack.hosts[0]
     before = unit_starts(host, UNITS)
-    ssh(host, f"echo older > {LAYOUT.host_venv}/.sparkstack-wheel-sparkstack_host; "
-              f"echo older > {LAYOUT.venv('litellm')}/.sparkstack-wheel-sparkstack_host")
-    result = run_deploy(stack.inventory)
-    assert result.returncode == 0, result.output[-3000:]
-    stamps = ssh(host, f"cat {LAYOUT.host_venv}/.sparkstack-wheel-sparkstack_host "
-                       f"{LAYOUT.venv('litellm')}/.sparkstack-wheel-sparkstack_host").stdout
-    assert stamps.split() == [wheel().sha256] * 2
-    after = unit_starts(host, UNITS)
-    assert {u for u in UNITS if after[u] != before[u]} == {"sparkstack-litellm.service"}
+    old = wheel().sha256
+    marker = REPO / "checks" / "sparkstack_host" / "__init__.py"
+    original = marker.read_text()
+    try:
+        marker.write_text(original + "# a change of the host package (test)\n")
+        result = run_deploy(stack.inventory)
+        assert result.returncode == 0, result.output[-3000:]
+        new = subprocess.run([sys.executable, "-c", "from sparkstack.host_package import "
+                              "wheel; print(wheel().sha256)"], cwd=REPO, check=True,
+                             capture_output=True, text=True).stdout.strip()
+        assert new != old
+        unit = ssh(host, "systemctl cat sparkstack-litellm.service").stdout
+        assert LAYOUT.host_lib(new) in unit and LAYOUT.host_lib(old) not in unit
+        installed = ssh(host, f"{LAYOUT.host_venv}/bin/pip show sparkstack-host >/dev/null "
+                              f"&& grep -c 'a change of the host package' "
+                              f"{LAYOUT.host_venv}/lib/python3*/site-packages/"
+                              "sparkstack_host/__init__.py").stdout.strip()
+        assert installed == "1"
+        after = unit_starts(host, UNITS)
+        assert {u for u in UNITS if after[u] != before[u]} == {"sparkstack-litellm.service"}
+    finally:
+        marker.write_text(original)
+    assert run_deploy(stack.inventory).returncode == 0
     assert run_deploy(stack.inventory).grand_total()["changed"] == "-"
 
 
