@@ -5,7 +5,8 @@ vLLM would reject, keeps its port closed while it "loads" (like vLLM, whose port
 only once the engine is up), then serves /health, /v1/models, /v1/chat/completions
 (plain, streaming, tool calls), /version and /metrics. Answers name the served model and
 the host so tests can see which backend answered. It calls a tool the way a model
-would be asked to: when `tool_choice` names one, when the user names an offered tool,
+would be asked to: when `tool_choice` names one, when the user's message starts with
+an offered tool's name and a colon ("get_weather: Oslo?"),
 or when the user asks "write the file PATH containing exactly: TEXT" and a tool called
 Write is offered (as Claude Code offers it); once a tool's result comes back it
 answers in text.
@@ -96,16 +97,18 @@ WRITE_ASK = re.compile(r"(?:write|create) the file (\S+) containing exactly: (.+
 
 
 def _text_of(message: dict) -> str:
+    """What the user wrote: without the <system-reminder> sections a client such as
+    Claude Code adds to the message (they name tools the user did not ask for)."""
     content = message.get("content") or ""
     if isinstance(content, list):  # content parts
         content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return str(content)
+    return re.sub(r"<system-reminder>.*?</system-reminder>", "", str(content), flags=re.S)
 
 
 def _tool_call(messages: list, tools: list, choice) -> dict | None:
     """A tool call when the request asks for one, as a model would decide it: a forced
     `tool_choice`, a file the user asks to be written (with a tool named Write), or a
-    tool the user names; none once a tool's result is back (then it answers)."""
+    tool the user's message starts with ("get_weather: Oslo?"); none once a tool's result is back (then it answers)."""
     if not tools or choice == "none":
         return None
     if messages and messages[-1].get("role") == "tool":
@@ -117,9 +120,9 @@ def _tool_call(messages: list, tools: list, choice) -> dict | None:
         fn = by_name[choice["function"]["name"]]
     elif (m := WRITE_ASK.search(asked.strip())) and "Write" in by_name:
         fn, args = by_name["Write"], {"file_path": m.group(1), "content": m.group(2).strip()}
-    else:
-        fn = next((f for name, f in by_name.items()
-                   if name and re.search(rf"\b{re.escape(name)}\b", asked)), None)
+    else:  # "TOOL: ..." asks for a tool by its name
+        named = re.match(r"\s*([\w.-]+):", asked)
+        fn = by_name.get(named.group(1)) if named else None
         if fn is None and choice == "required":
             fn = next(iter(by_name.values()))
     if fn is None:
