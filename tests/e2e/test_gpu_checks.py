@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sparkstack_host.contract import Layout
 
 from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import SSH_KEY, ssh
@@ -59,7 +60,7 @@ def pair(tmp_path_factory):
 
 
 def probe(host) -> tuple[int, str]:
-    r = ssh(host, "/opt/sparkstack/host/venv/bin/sparkstack-gpu --json", check=False)
+    r = ssh(host, f"{Layout().host_program('sparkstack-gpu')} --json", check=False)
     return r.returncode, r.stdout
 
 
