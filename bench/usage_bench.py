@@ -46,7 +46,7 @@ SELECT now() - (i % 604800) * interval '1 second', md5(i::text), true,
   CASE WHEN i % 100 < 80 THEN 'spark' || (1 + i % 4) ELSE '' END,
   CASE WHEN i % 100 < 80 THEN 'local' WHEN i % 100 < 85 THEN 'fallback' ELSE 'cloud' END,
   CASE WHEN i % 100 BETWEEN 80 AND 84 THEN 1 ELSE 0 END,
-  20 + i % 500, 1 + i % 300, 40 + (i * 7919) % 4000, CASE WHEN i % 4 = 0 THEN 30 END,
+  20 + i % 500, 1 + i % 300, 40 + (i::bigint * 7919) % 4000, CASE WHEN i % 4 = 0 THEN 30 END,
   i % 4 = 0, CASE WHEN i % 100 = 99 THEN 'error' ELSE 'ok' END,
   CASE WHEN i % 100 = 99 THEN 'BadRequestError' ELSE '' END,
   CASE WHEN i % 100 >= 80 THEN 0.00002 ELSE 0 END
@@ -56,8 +56,11 @@ ANALYZE sparkstack_requests;
 
 
 def psql(host, sql: str) -> str:
-    return ssh(host, "cd / && runuser -u postgres -- psql -d litellm -XAtq -v "
-                     f"ON_ERROR_STOP=1 -c {shlex.quote(sql)}").stdout.strip()
+    proc = ssh(host, "cd / && runuser -u postgres -- psql -d litellm -XAtq -v "
+                     f"ON_ERROR_STOP=1 -c {shlex.quote(sql)}", check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"psql failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
 
 
 def median_seconds(command: list[str], runs: int = 3) -> float:
