@@ -70,15 +70,16 @@ def median_noop(inv: Path, *args: str) -> float:
 
 
 def per_host(lines: list[tuple[float, str]]) -> dict[str, tuple[float, float]]:
-    """host -> (seconds from its first step to its last, seconds drained)."""
+    """host -> (seconds from its pre-check to its undrain, seconds drained)."""
     first, drained, back = {}, {}, {}
     for at, text in lines:
         m = re.match(r"\s*\[(spark\d+)\] (.*)", text)
         if not m:
             continue
         host, step = m.groups()
-        first.setdefault(host, at)
-        if step.startswith("drain "):
+        if step.startswith("pre-check:"):
+            first[host] = at
+        elif step.startswith("drain "):
             drained[host] = at
         elif step.startswith("updated, healthy, routed again"):
             back[host] = at

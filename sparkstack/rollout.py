@@ -269,6 +269,7 @@ class HostUpdate:
         rollout.finish(self.host, outcome)
 
     def _update(self) -> str:
+        self._log("pre-check: its health, and where its profiles go meanwhile")
         sick = [f"{r['check']}: {r['detail']}" for r in self._health() if not r["ok"]]
         if sick and not self.rollout.force:
             raise Refused("the host is not healthy before the update: " + "; ".join(sick))
