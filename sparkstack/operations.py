@@ -17,6 +17,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.operations import apt, files, server
+from sparkstack_host.contract import UNIT_DIR
 
 from .host_facts import snapshot
 
@@ -37,14 +38,26 @@ def _owned(entry: dict, user: str | None, group: str | None, mode: str | None) -
 def put_file(src: str | StringIO, dest: str, user: str | None = None,
              group: str | None = None, mode: str | None = None):
     """Upload a file (a path on the controller or a StringIO) unless the host has it
-    with the same contents, owner and mode."""
+    with the same contents, owner and mode. It is written beside `dest` and renamed
+    over it (atomic: a reader never sees half a file); a unit file is first checked
+    with `systemd-analyze verify`, so one systemd would refuse never replaces the old."""
     state = snapshot()
     have = state.file(dest)
     if (state.covers(dest) and have and have["type"] == "f"
             and have.get("sha256") == _sha256_of(src) and _owned(have, user, group, mode)):
         host.noop(f"{dest} is in place")
         return
-    yield from files.put._inner(src=src, dest=dest, user=user, group=group, mode=mode)
+    folder, name = dest.rsplit("/", 1)
+    # a unit keeps its name (verify needs it) in a folder systemd does not read
+    new = (f"{folder}/.sparkstack-new/{name}" if dest.startswith(f"{UNIT_DIR}/")
+           else f"{folder}/.{name}.sparkstack-new")
+    yield from files.put._inner(src=src, dest=new, user=user, group=group, mode=mode)
+    if dest.startswith(f"{UNIT_DIR}/"):
+        yield (f"out=$(systemd-analyze verify {new} 2>&1); rc=$?; "
+               f'[ -z "$out" ] || echo "$out" >&2; [ $rc -eq 0 ] || {{ rm -f {new}; '
+               f"echo '{name}: systemd refuses this unit; the one in place is kept' >&2; "
+               "exit 1; }")
+    yield f"mv -f {new} {dest}"
 
 
 @operation()

@@ -400,6 +400,7 @@ def write_inventory_copy(inventory) -> str:
     each host's update runs: it plans the whole fleet but changes only that host."""
     import pprint
     import tempfile
+
     from .context import run_arguments
     hosts = [(h.name, {k: v for k, v in h.data.dict().items() if k not in run_arguments()})
              for h in inventory]

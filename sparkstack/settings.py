@@ -18,18 +18,17 @@ import yaml
 from pyinfra.api.exceptions import PyinfraError
 from sparkstack_host.contract import Layout
 
+from .rules import MODEL_RULES, ROLES, RULES, Rule, controls
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = REPO_ROOT / "defaults.yaml"
 
-ROLES = ("postgres", "vllm", "litellm", "openwebui")
-KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                          r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 # Data keys that belong to pyinfra itself (connectors, global operation arguments).
 PYINFRA_KEY_PREFIXES = ("ssh_", "winrm_", "docker_", "dockerssh_", "chroot_", "local_",
                         "podman_", "terraform_", "vagrant_", "_")
-PROFILE_KEYS = {"local": list, "cloud": str}
 
 
 class SettingsError(PyinfraError):
@@ -82,24 +81,26 @@ class HostSettings:
                       self.values["state_root"])
 
 
-def _type_name(value: Any) -> str:
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
-
-
-def _type_ok(value: Any, default: Any) -> bool:
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, type(default))
-
-
 def _check_port(where: str, value: Any, problems: list[str]) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
         problems.append(f"{where} = {value!r}: a port must be an integer from 1 to 65535")
+
+
+def _judge(label: str, value: Any, rule: Rule, problems: list[str],
+           nested: bool = False) -> bool:
+    """One setting (`label`: host and key) against its rule and the control-character
+    ban (left to the inner keys' own judging when `nested`); False when refused."""
+    spots = [] if nested else controls(value)
+    if spots:
+        problems.append(f"{label} = {value!r}: holds a control character (at "
+                        f"{spots[0].strip() or 'its value'}); a newline would add a line, "
+                        "and so a directive, to a unit or config file")
+        return False
+    problem = rule.check(value)
+    if problem:
+        problems.append(f"{label} = {value!r}: {problem}")
+        return False
+    return True
 
 
 def _check_model(host: str, index: int, entry: Any, defaults: dict,
@@ -109,49 +110,20 @@ def _check_model(host: str, index: int, entry: Any, defaults: dict,
         problems.append(f"{where} = {entry!r}: each model entry must be a mapping with "
                         "at least name, model and port")
         return None
-    merged = {**deepcopy(defaults), **entry}
-    allowed = set(defaults) | {"name", "model", "port"}
-    for key in entry:
-        if key not in allowed:
-            problems.append(f"{where}.{key} = {entry[key]!r}: unknown model setting; "
-                            f"accepted: {', '.join(sorted(allowed))}")
     label = entry.get("name", f"#{index}")
-    where = f"host {host}: models[{index}] ({label})"
-    name = entry.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        problems.append(f"{where}.name = {name!r}: every model needs a served name of "
-                        "letters, digits, '.', '_' or '-' (at most 63 characters)")
-    if not isinstance(entry.get("model"), str) or not entry.get("model"):
-        problems.append(f"{where}.model = {entry.get('model')!r}: give a Hugging Face "
-                        "repo id (e.g. Qwen/Qwen3-4B-Instruct-2507) or a local folder")
-    if "port" not in entry:
-        problems.append(f"{where}.port: missing; every model needs its own port "
-                        "(1-65535)")
-    else:
-        _check_port(f"{where}.port", entry["port"], problems)
-    for key, default in defaults.items():
-        if key in entry and not _type_ok(entry[key], default):
-            problems.append(f"{where}.{key} = {entry[key]!r}: must be {_type_name(default)}")
-    gmu = merged.get("gpu_memory_utilization")
-    if isinstance(gmu, (int, float)) and not 0 < gmu <= 0.95:
-        problems.append(f"{where}.gpu_memory_utilization = {gmu!r}: must be above 0 and "
-                        "at most 0.95 (the OS and other services share the memory)")
-    for key in ("max_model_len", "max_num_seqs"):
-        value = merged.get(key)
-        if isinstance(value, int) and value < 1:
-            problems.append(f"{where}.{key} = {value!r}: must be a positive integer")
-    if merged.get("kv_cache_dtype") not in KV_CACHE_DTYPES:
-        problems.append(f"{where}.kv_cache_dtype = {merged.get('kv_cache_dtype')!r}: "
-                        f"accepted: {', '.join(KV_CACHE_DTYPES)}")
-    group = merged.get("swap_group")
-    if isinstance(group, str) and group and not NAME_RE.match(group):
-        problems.append(f"{where}.swap_group = {group!r}: a swap group name is letters, "
-                        "digits, '.', '_' or '-' (at most 63 characters), or empty")
-    if isinstance(merged.get("extra_args"), list):
-        for arg in merged["extra_args"]:
-            if not isinstance(arg, str):
-                problems.append(f"{where}.extra_args item {arg!r}: must be a string")
-    return merged
+    if isinstance(label, str) and NAME_RE.match(label):
+        where = f"host {host}: models[{index}] ({label})"
+    for key in ("name", "model", "port"):
+        if key not in entry:
+            problems.append(f"{where}.{key}: missing; every model needs a served name, a "
+                            "model (a Hugging Face repo id or a local folder) and a port")
+    for key, value in entry.items():
+        if key not in MODEL_RULES:
+            problems.append(f"{where}.{key} = {value!r}: unknown model setting; accepted: "
+                            f"{', '.join(sorted(MODEL_RULES))}")
+        else:
+            _judge(f"{where}.{key}", value, MODEL_RULES[key], problems)
+    return {**deepcopy(defaults), **entry}
 
 
 def _check_host(name: str, data: dict[str, Any], defaults: dict[str, Any],
@@ -170,19 +142,22 @@ def _check_host(name: str, data: dict[str, Any], defaults: dict[str, Any],
             problems.append(f"host {name}: unknown setting {key} = {value!r}; every "
                             f"setting is listed in defaults.yaml{hint}")
             continue
-        if not _type_ok(value, defaults[key]):
-            problems.append(f"host {name}: {key} = {value!r}: must be "
-                            f"{_type_name(defaults[key])} (default {defaults[key]!r})")
-            continue
-        values[key] = value
+        if _judge(f"host {name}: {key}", value, RULES[key], problems,
+                  nested=key in ("models", "model_defaults")):
+            values[key] = value
+    for key, value in values["model_defaults"].items():
+        if key not in MODEL_RULES or key in ("name", "model", "port"):
+            problems.append(f"host {name}: model_defaults.{key}: unknown model setting; "
+                            f"accepted: {', '.join(sorted(defaults['model_defaults']))}")
+        elif key in data.get("model_defaults", {}):
+            _judge(f"host {name}: model_defaults.{key}", value, MODEL_RULES[key], problems)
     if len(problems) > start:
         return HostSettings(name, values, [])
 
     roles = values["roles"]
-    bad = [r for r in roles if r not in ROLES]
-    if bad or not roles:
+    if not roles or len(set(roles)) != len(roles):
         problems.append(f"host {name}: roles = {roles!r}: accepted roles are "
-                        f"{', '.join(ROLES)} (at least one)")
+                        f"{', '.join(ROLES)} (at least one, each once)")
     for role in ("litellm", "openwebui"):
         if role in roles and "postgres" not in roles:
             problems.append(f"host {name}: roles = {roles!r}: {role} keeps its data in "
@@ -190,24 +165,7 @@ def _check_host(name: str, data: dict[str, Any], defaults: dict[str, Any],
     if "openwebui" in roles and "litellm" not in roles:
         problems.append(f"host {name}: roles = {roles!r}: openwebui fronts the local "
                         "LiteLLM, so add litellm to this host's roles")
-    for key in ("litellm_timeout", "litellm_num_retries", "litellm_cooldown_time",
-                "vllm_start_timeout"):
-        if values[key] < 0:
-            problems.append(f"host {name}: {key} = {values[key]!r}: must not be negative")
-    if not re.match(r"https?://[^/\s]+", values["hf_endpoint"]):
-        problems.append(f"host {name}: hf_endpoint = {values['hf_endpoint']!r}: must be an "
-                        "http:// or https:// URL, e.g. https://huggingface.co")
-    if values["request_log_days"] < 1:
-        problems.append(f"host {name}: request_log_days = {values['request_log_days']!r}: "
-                        "must be at least 1 (day)")
-    if values["litellm_routes_interval"] < 5:
-        problems.append(f"host {name}: litellm_routes_interval = "
-                        f"{values['litellm_routes_interval']!r}: must be at least 5 (seconds)")
     model_defaults = {**defaults["model_defaults"], **values["model_defaults"]}
-    for key in values["model_defaults"]:
-        if key not in defaults["model_defaults"]:
-            problems.append(f"host {name}: model_defaults.{key}: unknown model setting; "
-                            f"accepted: {', '.join(sorted(defaults['model_defaults']))}")
     models = []
     if "vllm" in roles:
         for i, entry in enumerate(values["models"]):
@@ -217,8 +175,7 @@ def _check_host(name: str, data: dict[str, Any], defaults: dict[str, Any],
     _check_unique(name, models, problems)
     _check_ports(name, values, models, problems)
     for path in values["extra_ca_certificates"]:
-        resolved = resolve_controller_path(path)
-        if not isinstance(path, str) or not resolved.is_file():
+        if not resolve_controller_path(path).is_file():
             problems.append(f"host {name}: extra_ca_certificates item {path!r}: no such "
                             "file on the controller; give PEM certificate files")
     return HostSettings(name, values, models)
@@ -273,22 +230,8 @@ def _check_fleet(hosts: list[HostSettings], problems: list[str]) -> None:
         if not h.has("litellm"):
             continue
         profiles = h["profiles"]
-        for pname, profile in profiles.items():
+        for pname, profile in profiles.items():  # their shape was checked per host
             where = f"host {h.name}: profiles.{pname}"
-            if not isinstance(pname, str) or not NAME_RE.match(pname):
-                problems.append(f"{where}: a profile name must be letters, digits, '.', "
-                                "'_' or '-'")
-            if not isinstance(profile, dict):
-                problems.append(f"{where} = {profile!r}: must be a mapping like "
-                                "{local: [served names], cloud: 'openrouter/vendor/model'}")
-                continue
-            for key, value in profile.items():
-                if key not in PROFILE_KEYS:
-                    problems.append(f"{where}.{key}: unknown profile setting; accepted: "
-                                    "local, cloud")
-                elif not isinstance(value, PROFILE_KEYS[key]):
-                    problems.append(f"{where}.{key} = {value!r}: must be "
-                                    f"{_type_name(PROFILE_KEYS[key]())}")
             local = profile.get("local", [])
             if isinstance(local, list):
                 for ref in local:

@@ -70,13 +70,17 @@ def test_litellm_config_profiles_aliases_and_fallbacks():
         by_name.setdefault(entry["model_name"], []).append(entry["litellm_params"])
     assert by_name["fast"] == [{"model": "hosted_vllm/qwen3-4b",
                                 "api_base": "http://127.0.0.1:8000/v1",
-                                "api_key": "os.environ/VLLM_API_KEY"}]
+                                "api_key": "os.environ/VLLM_API_KEY", "order": 1},
+                               {"model": "openrouter/qwen/qwen3-4b:free",
+                                "api_base": "https://openrouter.ai/api/v1",
+                                "api_key": "os.environ/CLOUD_API_KEY", "order": 2}]
     assert by_name["claude-*"][0]["model"] == "hosted_vllm/qwen3-coder-30b"
-    assert by_name["cloud"][0]["model"] == "openrouter/qwen/qwen3-235b-a22b:free"
-    assert by_name["cloud"][0]["api_key"] == "os.environ/CLOUD_API_KEY"
-    fallbacks = config["router_settings"]["fallbacks"]
-    assert {"fast": ["fast-cloud-fallback"]} in fallbacks
-    assert {"claude-*": ["code-cloud-fallback"]} in fallbacks
+    assert by_name["claude-*"][1]["model"] == "openrouter/qwen/qwen3-coder:free"
+    assert by_name["cloud"] == [{"model": "openrouter/qwen/qwen3-235b-a22b:free",
+                                 "api_base": "https://openrouter.ai/api/v1",
+                                 "api_key": "os.environ/CLOUD_API_KEY", "order": 1}]
+    assert set(by_name) == {"fast", "expert", "code", "cloud", "claude-*"}
+    assert config["router_settings"]["enable_pre_call_checks"] is True
     assert config["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
     assert "sk-or-cloud-secret" not in yaml.safe_dump(config)  # secrets stay references
 
@@ -87,7 +91,8 @@ def test_without_a_cloud_key_there_are_no_cloud_routes(monkeypatch):
     config = litellm_config(fleet["s"], fleet)
     names = {e["model_name"] for e in config["model_list"]}
     assert names == {"fast", "expert", "code", "claude-*"}
-    assert config["router_settings"]["fallbacks"] == []
+    assert all(e["litellm_params"]["model"].startswith("hosted_vllm/")
+               for e in config["model_list"])
 
 
 def test_cloud_key_from_the_controller_environment(monkeypatch):

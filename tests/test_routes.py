@@ -53,18 +53,19 @@ def test_nothing_ready_sends_every_local_profile_to_its_cloud_model(plan):
     assert got["code"] == ["openrouter/qwen/qwen3-coder:free"]
     assert got["claude-*"] == ["openrouter/qwen/qwen3-coder:free"]
     assert got["cloud"] == ["openrouter/qwen/qwen3-235b-a22b:free"]
-    # no fallback from a profile that already is its fallback
-    assert config["router_settings"]["fallbacks"] == []
     assert not routes.local_routes(config)
 
 
 def test_one_ready_backend_keeps_the_profile_local_and_its_fallback(plan):
     config = routes.assemble(plan, {"b:8000"})
     got = names_and_bases(config)
-    assert got["fast"] == ["b:8000"]
+    # the local model first (order 1), its cloud model only when it fails (order 2)
+    assert got["fast"] == ["b:8000", "openrouter/qwen/qwen3-4b:free"]
+    assert [e["litellm_params"]["order"] for e in config["model_list"]
+            if e["model_name"] == "fast"] == [1, 2]
     assert got["expert"] == ["openrouter/qwen/qwen3-235b-a22b:free"]
-    assert {"fast": ["fast-cloud-fallback"]} in config["router_settings"]["fallbacks"]
-    assert {"expert": ["expert-cloud-fallback"]} not in config["router_settings"]["fallbacks"]
+    # no internal route for a client to call: the model names are the profiles
+    assert set(got) == {"fast", "expert", "code", "cloud", "claude-*"}
 
 
 def test_config_written_by_the_gate_is_yaml_and_tells_what_is_routed(plan, tmp_path):

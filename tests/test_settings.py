@@ -41,8 +41,7 @@ def test_unknown_key():
 
 def test_wrong_type():
     msg = one_problem({"spark-1": {"litellm_port": "4000"}})
-    assert msg == ("host spark-1: litellm_port = '4000': must be an integer "
-                   "(default 4000)")
+    assert msg == "host spark-1: litellm_port = '4000': must be a port from 1 to 65535"
 
 
 def test_port_clash_between_models():
@@ -61,23 +60,24 @@ def test_port_clash_with_a_service():
 def test_port_out_of_range():
     models = [{"name": "a", "model": "org/a", "port": 70000}]
     msg = one_problem({"s": {"models": models, "profiles": {"p": {"local": ["a"]}}}})
-    assert "models[0] (a).port = 70000: a port must be an integer from 1 to 65535" in msg
+    assert "models[0] (a).port = 70000: must be a port from 1 to 65535" in msg
 
 
 def test_model_without_served_name():
     models = [{"model": "org/a", "port": 8000}]
     msg = one_problem({"s": {"models": models, "profiles": {"p": {"cloud": "x/y"}}}})
-    assert "models[0] (#0).name = None: every model needs a served name" in msg
+    assert msg == ("host s: models[0].name: missing; every model needs a served name, a "
+                   "model (a Hugging Face repo id or a local folder) and a port")
 
 
 def test_model_with_unknown_key_and_bad_values():
     models = [{"name": "a", "model": "org/a", "port": 8000, "max_len": 4096,
                "gpu_memory_utilization": 1.2, "kv_cache_dtype": "int4"}]
     found = problems({"s": {"models": models, "profiles": {"p": {"local": ["a"]}}}})
-    assert any("models[0].max_len = 4096: unknown model setting" in p for p in found)
+    assert any("models[0] (a).max_len = 4096: unknown model setting" in p for p in found)
     assert any("gpu_memory_utilization = 1.2: must be above 0 and at most 0.95" in p
                for p in found)
-    assert any("kv_cache_dtype = 'int4': accepted: auto, fp8" in p for p in found)
+    assert any("kv_cache_dtype = 'int4': must be one of auto, fp8" in p for p in found)
 
 
 def test_profile_naming_a_model_that_does_not_exist():
@@ -102,7 +102,8 @@ def test_swap_groups_are_checked():
     msg = one_problem({"s": {"models": [{**models[0], "swap_group": "big group"}],
                              "profiles": {"code": {"local": ["day"]}},
                              "litellm_model_aliases": {}}})
-    assert msg.startswith("host s: models[0] (day).swap_group = 'big group': a swap group")
+    assert msg.startswith("host s: models[0] (day).swap_group = 'big group': must be a "
+                          "swap group name")
 
 
 def test_profile_can_name_a_model_served_by_another_host():
@@ -124,12 +125,13 @@ def test_alias_to_missing_profile():
 def test_malformed_host_entries():
     assert "host 'spark 1': not a valid host name" in one_problem({"spark 1": {}})
     msg = one_problem({"s": {"models": ["qwen3-4b"]}})
-    assert "models[0] = 'qwen3-4b': each model entry must be a mapping" in msg
+    assert "models = ['qwen3-4b']: item 0 = 'qwen3-4b': must be a mapping" in msg
 
 
 def test_roles():
     msg = one_problem({"s": {"roles": ["vllm", "webui"]}})
-    assert "roles = ['vllm', 'webui']: accepted roles are postgres, vllm, litellm, openwebui" in msg
+    assert msg == ("host s: roles = ['vllm', 'webui']: item 1 = 'webui': must be one of "
+                   "postgres, vllm, litellm, openwebui")
     msg = one_problem({"s": {"roles": ["vllm", "litellm"]}})
     assert "litellm keeps its data in the local PostgreSQL" in msg
 

@@ -150,11 +150,11 @@ def check_routes(layout: Layout) -> tuple[bool, str, str]:
 
 
 def profiles(base: str, key: str) -> list[str]:
-    """LiteLLM's model names clients use (not wildcards, not fallback groups)."""
+    """LiteLLM's model names clients use (not wildcard aliases)."""
     reply = httpx.get(f"{base}/v1/models", timeout=5, headers={"Authorization": f"Bearer {key}"})
     reply.raise_for_status()
     return sorted(m["id"] for m in reply.json()["data"]
-                  if "*" not in m["id"] and not m["id"].endswith("-cloud-fallback"))
+                  if "*" not in m["id"])
 
 
 def run(config_root: str = DEFAULT_CONFIG_ROOT) -> list[dict]:

@@ -55,20 +55,11 @@ HEADER = "# Written by sparkstack's readiness gate (sparkstack-routes) from rout
 
 def assemble(plan: RoutesPlan, ready: set[str]) -> dict:
     """LiteLLM's config with the local routes whose backend is in `ready`. A profile
-    left without a local route is served by its cloud entry directly."""
+    left without a local route keeps its cloud model (the plan's lower-priority
+    deployment), which then serves it directly."""
     config = copy.deepcopy(plan.config)
-    kept = [e for e in config["model_list"]
-            if e.get("model_info", {}).get(BACKEND_KEY) in (None, *ready)]
-    names = {e["model_name"] for e in kept}
-    cloud_only = set()
-    for profile, entry in plan.standby.items():
-        if profile not in names:
-            kept.append(copy.deepcopy(entry))
-            cloud_only.add(profile)
-    config["model_list"] = kept
-    router = config.setdefault("router_settings", {})
-    router["fallbacks"] = [f for f in router.get("fallbacks", [])
-                           if not set(f) & cloud_only]
+    config["model_list"] = [e for e in config["model_list"]
+                            if e.get("model_info", {}).get(BACKEND_KEY) in (None, *ready)]
     return config
 
 

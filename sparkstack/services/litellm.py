@@ -44,14 +44,14 @@ def cloud_api_key(s: HostSettings) -> str:
 
 
 def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
-    """The readiness gate's plan: LiteLLM's config with every local route, how to probe
-    each route's backend, and each profile's cloud-only entry for while none of its
-    local models is ready. Secrets are `os.environ/` references to the unit's 0600
-    environment file."""
+    """The readiness gate's plan: LiteLLM's config with every local route, and how to
+    probe each route's backend. A profile's cloud model is a deployment of the profile
+    itself with a lower priority (`order: 2`): LiteLLM turns to it only when the local
+    ones fail, and the gate leaves it alone while none of them is ready. So clients see
+    the profiles and nothing else: there is no internal fallback route to pick or call.
+    Secrets are `os.environ/` references to the unit's 0600 environment file."""
     cloud_ok = bool(cloud_api_key(s))
     model_list: list[dict] = []
-    fallbacks: list[dict] = []
-    served_profiles: list[str] = []
     backends: dict[str, Backend] = {}
     standby: dict[str, dict] = {}
 
@@ -66,43 +66,37 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
                     "model_name": name,
                     "litellm_params": {"model": f"hosted_vllm/{r.served_name}",
                                        "api_base": r.api_base,
-                                       "api_key": "os.environ/VLLM_API_KEY"},
+                                       "api_key": "os.environ/VLLM_API_KEY", "order": 1},
                     "model_info": {"id": f"{name}@{r.id}", "sparkstack_host": r.host,
                                    BACKEND_KEY: r.id, "sparkstack_route": "local",
                                    "sparkstack_served": f"{r.host}/{r.served_name}"},
                 })
         return entries
 
-    def cloud_entry(name: str, model: str, route: str) -> dict:
+    def cloud_entry(name: str, model: str, route: str, order: int) -> dict:
         # route: "fallback" for a local profile's cloud model, "cloud" for a cloud profile
         return {"model_name": name,
                 "litellm_params": {"model": model, "api_base": s["cloud_api_base"],
-                                   "api_key": "os.environ/CLOUD_API_KEY"},
+                                   "api_key": "os.environ/CLOUD_API_KEY", "order": order},
                 "model_info": {"id": f"{name}@cloud", "sparkstack_route": route,
                                "sparkstack_served": model}}
 
-    def add_profile(name: str, profile: dict, fallback_of: str | None = None) -> None:
+    def add_profile(name: str, profile: dict) -> bool:
         local = local_entries(name, profile)
-        cloud = profile.get("cloud", "")
-        fallback_group = f"{fallback_of or name}-cloud-fallback"
-        if local:
-            model_list.extend(local)
-            if cloud and cloud_ok:
-                if fallback_of is None:
-                    model_list.append(cloud_entry(fallback_group, cloud, "fallback"))
-                fallbacks.append({name: [fallback_group]})
-                standby[name] = cloud_entry(name, cloud, "fallback")
-            served_profiles.append(name)
-        elif cloud and cloud_ok:
-            model_list.append(cloud_entry(name, cloud, "cloud"))
-            served_profiles.append(name)
+        cloud = profile.get("cloud", "") if cloud_ok else ""
+        model_list.extend(local)
+        if local and cloud:
+            standby[name] = cloud_entry(name, cloud, "fallback", 2)
+            model_list.append(standby[name])
+        elif cloud:
+            model_list.append(cloud_entry(name, cloud, "cloud", 1))
+        return bool(local or cloud)
 
-    for name, profile in s["profiles"].items():
-        add_profile(name, profile)
-    # Aliases (e.g. claude-*) get the target profile's backends and its fallback group.
+    served = [name for name, profile in s["profiles"].items() if add_profile(name, profile)]
+    # Aliases (e.g. claude-*) are served as their profile is, under their own name.
     for alias, target in s["litellm_model_aliases"].items():
-        if target in served_profiles:
-            add_profile(alias, s["profiles"][target], fallback_of=target)
+        if target in served:
+            add_profile(alias, s["profiles"][target])
 
     general = {"master_key": "os.environ/LITELLM_MASTER_KEY"}
     if s["litellm_request_log"]:
@@ -117,7 +111,7 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
             "timeout": s["litellm_timeout"],
             "cooldown_time": s["litellm_cooldown_time"],
             "allowed_fails": 1,
-            "fallbacks": fallbacks,
+            "enable_pre_call_checks": True,  # what makes LiteLLM honour `order`
         },
         "litellm_settings": {"drop_params": True, "request_timeout": s["litellm_timeout"],
                              # sparkstack's request log (host package, on PYTHONPATH)

@@ -1,9 +1,17 @@
-"""Open WebUI fronting LiteLLM, its data in Postgres, offline-safe settings."""
+"""Open WebUI fronting LiteLLM, its data in Postgres, offline-safe settings, and the
+profiles' display names and descriptions in its model picker."""
 
+import hashlib
+import json
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import operation
 from sparkstack_host.contract import LITELLM_UNIT, OPENWEBUI_UNIT, local_url
 
 from ..fleet import Fleet
-from ..operations import ensure_dir
+from ..host_facts import snapshot
+from ..operations import ensure_dir, put_file
 from ..render import proxy_environment
 from ..settings import HostSettings
 from . import litellm
@@ -33,3 +41,53 @@ def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
     activate(svc, OPENWEBUI_UNIT, "openwebui/openwebui.service.j2", "Run Open WebUI",
              restart_on=[venv, env], litellm_url=litellm.url(s),
              litellm_unit=LITELLM_UNIT, health_url=f"{health}/health")
+    sql_file, wanted = f"{svc.conf_dir}/picker.sql", picker_sql(s)
+    put_file(name="Write the profiles' names for Open WebUI's picker",
+             src=StringIO(wanted), dest=sql_file, mode="644")
+    picker_entries(name="Name the profiles in Open WebUI's picker", sql_file=sql_file,
+                   wanted=wanted)
+
+
+OWNER = "sparkstack"   # marks the picker entries the deploy owns; a person's are left alone
+
+
+def sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def picker_sql(s: HostSettings) -> str:
+    """Open WebUI's own entries for the profiles that have a title or a description:
+    an entry with a LiteLLM model's id and no base model names that model in the
+    picker. Entries the deploy made for profiles that lost them are removed."""
+    named = {name: p for name, p in s["profiles"].items()
+             if p.get("title") or p.get("description")}
+    keep = ", ".join(sql_text(n) for n in named) or "''"
+    lines = ["-- Rendered by sparkstack: the profiles' names in Open WebUI's model picker.",
+             "\\set ON_ERROR_STOP on", "BEGIN;",
+             f"DELETE FROM model WHERE user_id = '{OWNER}' AND id NOT IN ({keep});"]
+    for name, p in named.items():
+        meta = json.dumps({"description": p.get("description", ""),
+                           "profile_image_url": "/static/favicon.png"})
+        lines.append(
+            "INSERT INTO model (id, user_id, base_model_id, name, params, meta, is_active, "
+            "created_at, updated_at) VALUES "
+            f"({sql_text(name)}, '{OWNER}', NULL, {sql_text(p.get('title') or name)}, "
+            f"'{{}}', {sql_text(meta)}, true, extract(epoch from now())::bigint, "
+            "extract(epoch from now())::bigint) ON CONFLICT (id) DO UPDATE SET "
+            "name = EXCLUDED.name, meta = EXCLUDED.meta, is_active = true, "
+            f"updated_at = EXCLUDED.updated_at WHERE model.user_id = '{OWNER}';")
+    lines.append("COMMIT;")
+    return "\n".join(lines) + "\n"
+
+
+@operation()
+def picker_entries(sql_file: str, wanted: str):
+    """Apply the picker's entries unless exactly these were applied (recorded only once
+    psql succeeded, so a failed run tries again). Open WebUI has made its tables by
+    then: this runs once it answers."""
+    applied = snapshot().file(f"{sql_file}.applied") or {}
+    if applied.get("sha256") == hashlib.sha256(wanted.encode()).hexdigest():
+        host.noop("Open WebUI's picker names the profiles")
+        return
+    yield (f"cd / && runuser -u postgres -- psql -X -q -d openwebui -f {sql_file} && "
+           f"cp {sql_file} {sql_file}.applied")
