@@ -8,6 +8,7 @@ one round trip the first time it is asked for and kept for the run; the operatio
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shlex
 from dataclasses import dataclass
@@ -19,7 +20,12 @@ import gevent.lock
 from pyinfra import host
 from pyinfra.api import FactBase
 from sparkstack_host import host_state
-from sparkstack_host.contract import POSTGRES_UNIT, UNIT_DIR, VLLM_UNIT_GLOB
+from sparkstack_host.contract import (
+    POSTGRES_CLUSTER_UNIT,
+    POSTGRES_UNIT,
+    UNIT_DIR,
+    VLLM_UNIT_GLOB,
+)
 
 from .settings import HostSettings
 
@@ -55,7 +61,8 @@ def watched(s: HostSettings) -> tuple[list[str], list[str]]:
               f"{layout.install_root}/host/lib/*/.sparkstack-*", f"{UNIT_DIR}/sparkstack-*",
               "/usr/local/share/ca-certificates/sparkstack-*",
               "/etc/apt/apt.conf.d/80sparkstack-*", "/etc/postgresql/*/main/pg_hba.conf",
-              "/etc/postgresql/*/main/conf.d/sparkstack.conf"]
+              "/etc/postgresql/*/main/conf.d/sparkstack.conf",
+              f"{UNIT_DIR}/{POSTGRES_CLUSTER_UNIT}.d/sparkstack-*"]
     stat_only = [layout.install_root, layout.config_root, layout.state_root,
                  f"{layout.state_root}/*", f"{layout.state_root}/*/*",
                  f"{layout.state_root}/*/cache/*"]
@@ -96,6 +103,17 @@ class Snapshot:
     @property
     def postgres_objects(self) -> list[str] | None:
         return self.data["postgres"]
+
+    def can_bind(self, address: str) -> bool:
+        """Is `address` one this host can listen on: any, loopback, or one of its own?"""
+        known = self.data.get("addresses") or []
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:  # a host name: the resolver decides
+            return True
+        # without `ip` on the host its addresses are unknown: leave the check to systemd
+        return ip.is_unspecified or ip.is_loopback or not known or any(
+            ipaddress.ip_address(a) == ip for a in known)
 
     @property
     def distribution(self) -> tuple[str, int | None]:

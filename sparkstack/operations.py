@@ -48,11 +48,11 @@ def put_file(src: str | StringIO, dest: str, user: str | None = None,
         host.noop(f"{dest} is in place")
         return
     folder, name = dest.rsplit("/", 1)
+    unit = folder == UNIT_DIR and name.endswith((".service", ".socket", ".timer"))
     # a unit keeps its name (verify needs it) in a folder systemd does not read
-    new = (f"{folder}/.sparkstack-new/{name}" if dest.startswith(f"{UNIT_DIR}/")
-           else f"{folder}/.{name}.sparkstack-new")
+    new = f"{folder}/.sparkstack-new/{name}" if unit else f"{folder}/.{name}.sparkstack-new"
     yield from files.put._inner(src=src, dest=new, user=user, group=group, mode=mode)
-    if dest.startswith(f"{UNIT_DIR}/"):
+    if unit:
         yield (f"out=$(systemd-analyze verify {new} 2>&1); rc=$?; "
                f'[ -z "$out" ] || echo "$out" >&2; [ $rc -eq 0 ] || {{ rm -f {new}; '
                f"echo '{name}: systemd refuses this unit; the one in place is kept' >&2; "

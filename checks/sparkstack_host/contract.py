@@ -21,6 +21,8 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 # --- unit names -------------------------------------------------------------------------
 POSTGRES_UNIT = "postgresql.service"
+# the distribution's template for each cluster (what really runs the server)
+POSTGRES_CLUSTER_UNIT = "postgresql@.service"
 LITELLM_UNIT = "sparkstack-litellm.service"
 LITELLM_SOCKET = "sparkstack-litellm.socket"
 ROUTES_UNIT = "sparkstack-litellm-routes.service"

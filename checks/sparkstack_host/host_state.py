@@ -7,7 +7,8 @@
 prints one JSON object: type, mode, owner (and the sha256 of the contents, for --hash
 patterns) of every path the patterns match; the active, sub and enablement state of
 the units; the users; which of the Debian packages are installed; the text of the
-files the --read patterns match; the roles and databases in the local PostgreSQL; the distribution.
+files the --read patterns match; the roles and databases in the local PostgreSQL; the distribution; the host's
+IP addresses.
 
 A pattern is a path with shell wildcards in each segment and `**` for any number of
 segments; `covers(path, pattern)` says whether a path falls under one, so a path that
@@ -137,6 +138,16 @@ def distribution() -> dict:
     return {"id": info.get("ID", ""), "version_id": info.get("VERSION_ID", "")}
 
 
+def addresses() -> list[str]:
+    """The IP addresses of this host's interfaces (what a service can bind to)."""
+    found = set()
+    for line in _lines("ip", "-o", "addr", "show"):
+        parts = line.split()
+        if len(parts) > 3 and parts[2] in ("inet", "inet6"):
+            found.add(parts[3].split("/")[0])
+    return sorted(found)
+
+
 def snapshot(args: argparse.Namespace) -> dict:
     files: dict[str, dict] = {}
     for patterns, with_hash in ((args.stat, False), (args.hash, True)):
@@ -157,7 +168,7 @@ def snapshot(args: argparse.Namespace) -> dict:
             "users": users(args.users), "packages": packages(args.packages),
             "contents": contents,
             "postgres": postgres_objects() if args.postgres else None,
-            "distribution": distribution()}
+            "distribution": distribution(), "addresses": addresses()}
 
 
 def main(argv: list[str] | None = None) -> int:

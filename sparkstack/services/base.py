@@ -30,7 +30,8 @@ from ..operations import (
     wheel_unpacked,
 )
 from ..render import ca_file_name, pip_conf, pip_constraints, template
-from ..settings import HostSettings, resolve_controller_path
+from ..host_facts import snapshot
+from ..settings import HostSettings, SettingsError, resolve_controller_path
 
 
 def manifest(s: HostSettings, fleet: Fleet) -> Manifest:
@@ -49,8 +50,24 @@ def manifest(s: HostSettings, fleet: Fleet) -> Manifest:
         openwebui_port=s["openwebui_port"])
 
 
+def check_bind_addresses(s: HostSettings, fleet: Fleet) -> None:
+    """Refuse, before anything changes, an address this host cannot listen on (a
+    service bound to it would never start, and LiteLLM's socket would take the front
+    door down)."""
+    wanted = [("vllm_bind_address", fleet.vllm_bind_address(s), s.has("vllm")),
+              ("litellm_bind_address", s["litellm_bind_address"], s.has("litellm")),
+              ("openwebui_bind_address", s["openwebui_bind_address"], s.has("openwebui"))]
+    found = snapshot()
+    for key, address, used in wanted:
+        if used and not found.can_bind(address):
+            raise SettingsError([
+                f"host {s.name}: {key} = {address!r}: not an address of this host; "
+                f"use one of {', '.join(found.data.get('addresses', []))} or 0.0.0.0"])
+
+
 def deploy(s: HostSettings, fleet: Fleet):
     """Prepare the host; returns the operation installing the host package."""
+    check_bind_addresses(s, fleet)
     ca_changed = False
     for i, path in enumerate(s["extra_ca_certificates"]):
         op = put_file(name=f"Trust extra CA certificate {path}",

@@ -6,7 +6,7 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.api.exceptions import PyinfraError
-from sparkstack_host.contract import POSTGRES_UNIT
+from sparkstack_host.contract import POSTGRES_CLUSTER_UNIT, POSTGRES_UNIT, UNIT_DIR
 
 from ..host_facts import snapshot
 from ..operations import deb_packages, put_file, unit_running
@@ -60,8 +60,15 @@ def deploy(s: HostSettings, secrets: dict) -> None:
                    src=str(REPO_ROOT / "files" / "postgres" / "pg_hba.conf"),
                    dest=f"{etc}/pg_hba.conf", user="postgres", group="postgres",
                    mode="640")
+    sandbox = put_file(
+        name="Sandbox PostgreSQL (a drop-in, kept by package upgrades)",
+        src=StringIO(template("postgres/sandbox.conf.j2", writable=[
+            "/var/lib/postgresql", "/var/log/postgresql", "/run/postgresql"])),
+        dest=f"{UNIT_DIR}/{POSTGRES_CLUSTER_UNIT}.d/sparkstack-sandbox.conf",
+        user="root", group="root", mode="644")
     unit_running(name="Run PostgreSQL", unit=POSTGRES_UNIT,
-                 restarted=conf.will_change or hba.will_change)
+                 restarted=conf.will_change or hba.will_change or sandbox.will_change,
+                 daemon_reload=sandbox.will_change)
     wanted = consumers(s, secrets)
     if not wanted:
         return

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 CACHE = Path(os.environ.get("SPARKSTACK_SIM_CACHE", "/var/cache/sparkstack"))
@@ -45,6 +45,7 @@ class SimHost:
     name: str
     address: str
     pid: int
+    binds: list[str] = field(default_factory=list)  # what its container is given
 
 
 def _run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -239,18 +240,24 @@ def boot(name: str, index: int, gpu: bool = True) -> SimHost:
     ]
     if Path("/opt/wheels").is_dir():
         binds.append("--bind-ro=/opt/wheels:/opt/wheels")
-    log = open(_host_dir(name) / "console.log", "w")
+    return _start(name, address, binds)
+
+
+def _start(name: str, address: str, binds: list[str], settle: bool = True) -> SimHost:
+    """Run the host's systemd in its container; return once it has settled."""
+    root = _host_dir(name) / "root"
+    log = open(_host_dir(name) / "console.log", "a")
     proc = subprocess.Popen(
         ["systemd-nspawn", "-q", "-D", str(root), "-b", "-M", name, "--register=no",
          "--keep-unit", f"--network-namespace-path=/run/netns/{name}", *binds],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    host = SimHost(name=name, address=address, pid=proc.pid)
+    host = SimHost(name=name, address=address, pid=proc.pid, binds=binds)
     (_host_dir(name) / "host.json").write_text(json.dumps(asdict(host)))
     _wait_for_ssh(address)
     # sshd answers before boot finishes; wait until systemd settles.
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + (60 if settle else 0)
     while time.monotonic() < deadline:
         state = ssh(host, "systemctl is-system-running", check=False).stdout.strip()
         if state in ("running", "degraded"):
@@ -258,6 +265,27 @@ def boot(name: str, index: int, gpu: bool = True) -> SimHost:
         time.sleep(0.5)
     _say(f"{name} up at {address} (nspawn pid {proc.pid})")
     return host
+
+
+def reboot(host: SimHost) -> SimHost:
+    """Reboot the host as `systemctl reboot` on a Spark would: its disk is kept, /run
+    and every process are not. Returns as soon as sshd answers again (its services
+    may still be starting); the caller decides what to wait for."""
+    ssh(host, "systemctl reboot", check=False)
+    for _ in range(600):  # nspawn exits when the container asks for a reboot
+        try:
+            os.kill(host.pid, 0)
+        except ProcessLookupError:
+            break
+        try:
+            if os.waitpid(host.pid, os.WNOHANG)[0]:
+                break
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    else:
+        raise RuntimeError(f"{host.name} did not go down for its reboot")
+    return _start(host.name, host.address, host.binds, settle=False)
 
 
 def stop(name: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -207,6 +208,35 @@ def test_open_webui_is_up_and_lists_the_profiles_from_litellm(stack):
     assert {"fast", "expert", "code", "cloud"} <= ids
 
 
+def exposure(host, unit: str) -> float:
+    """`systemd-analyze security`'s overall exposure of a unit on the host."""
+    out = ssh(host, f"systemd-analyze security --no-pager {unit} | tail -1").stdout
+    match = re.search(r"exposure level for \S+: (\d+\.\d)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def test_units_are_sandboxed_and_write_only_their_own_state(stack):
+    host = stack.hosts[0]
+    cluster = ssh(host, "systemctl list-units --plain --no-legend 'postgresql@*' | "
+                        "cut -d' ' -f1").stdout.split()
+    assert len(cluster) == 1, cluster
+    limits = {"sparkstack-litellm.service": 2.5, "sparkstack-openwebui.service": 2.5,
+              "sparkstack-litellm-routes.service": 2.5, cluster[0]: 5.0,
+              **{unit: 4.5 for unit in VLLM_UNITS}}
+    found = {unit: exposure(host, unit) for unit in limits}
+    assert {u: e for u, e in found.items() if e > limits[u]} == {}, found
+    for unit, service in (("sparkstack-litellm.service", "litellm"),
+                          ("sparkstack-openwebui.service", "openwebui"),
+                          (VLLM_UNITS[0], "vllm")):
+        show = ssh(host, f"systemctl show -p ProtectSystem -p ReadWritePaths {unit}").stdout
+        assert "ProtectSystem=strict" in show
+        assert f"ReadWritePaths={LAYOUT.state_dir(service)}\n" in show, show
+    # the drop-in is the administrator's (/etc), so a package upgrade keeps it
+    dropin = ssh(host, f"systemctl show -p DropInPaths --value {cluster[0]}").stdout
+    assert "/etc/systemd/system/postgresql@.service.d/sparkstack-sandbox.conf" in dropin
+
+
 def test_postgres_has_one_database_and_role_per_consumer_on_localhost(stack):
     host = stack.hosts[0]
     dbs = ssh(host, "cd / && sudo -u postgres psql -tAc "
@@ -241,6 +271,13 @@ def test_no_secret_in_deploy_output_or_world_readable_files(stack):
                        "ps -eo args | grep -F -f /root/.secret-patterns | grep -v grep",
                  check=False)
     assert leaked.stdout.strip() == "", f"secrets readable by everyone in: {leaked.stdout}"
+    # nor in any journal, nor in what the services write (their state and logs)
+    logged = ssh(host, "journalctl --no-pager -o cat | grep -cF -f /root/.secret-patterns",
+                 check=False).stdout.strip()
+    assert logged == "0", "a secret is in the journal"
+    written = ssh(host, f"grep -rlsF -f /root/.secret-patterns {LAYOUT.state_root} "
+                        "/var/log /tmp /var/tmp", check=False).stdout.strip()
+    assert written == "", f"a secret is written in: {written}"
     modes = ssh(host, f"stat -c '%a %U %n' {LAYOUT.config_root}/*/secrets.env "
                       f"{LAYOUT.config_root}/postgres/roles.sql").stdout.split("\n")
     assert all(line.startswith("600 root ") for line in modes if line)
@@ -459,16 +496,33 @@ def test_a_model_that_never_becomes_ready_leaves_its_profile_on_the_cloud(stack)
     assert rows["profile expert (openai)"]["ok"]  # served, by the cloud
 
 
-def test_bad_inventory_is_refused_before_any_host_changes(stack):
+@pytest.mark.parametrize("mistake, message", [
+    ({"litellm_port": 8000},
+     "models[0].port (qwen3-4b) = 8000: clashes with litellm_port = 8000"),
+    ({"litellm_bind_address": "10.77.0.99"},
+     "litellm_bind_address = '10.77.0.99': not an address of this host"),
+    ({"openwebui_bind_address": "localhost:8080"},
+     "openwebui_bind_address = 'localhost:8080': must be an IP address"),
+    ({"install_root": "srv/opt"}, "install_root = 'srv/opt'"),
+    ({"model_defaults": {"extra_args": ["--enforce-eager\nExecStartPre=/bin/false"]}},
+     "must be a vllm serve flag"),
+])
+def test_bad_inventory_is_refused_before_any_host_changes(stack, mistake, message):
     host = stack.hosts[0]
     config = ssh(host, f"sha256sum {LAYOUT.litellm_config} "
                        "/etc/systemd/system/sparkstack-*.service").stdout
     before = unit_starts(host, UNITS)
-    stack.write(litellm_port=8000)  # clashes with the qwen3-4b model's port
-    result = run_deploy(stack.inventory)
+    data = dict(mistake)
+    spark1 = {k: data.pop(k) for k in ("litellm_bind_address", "install_root")
+              if k in data}
+    stack.write(host_data={"spark1": spark1}, **data)
+    try:
+        result = run_deploy(stack.inventory)
+    finally:
+        stack.write()
     assert result.returncode != 0
-    assert "models[0].port (qwen3-4b) = 8000: clashes with litellm_port = 8000" in result.output
-    assert "no host was changed" in result.output
+    assert message in result.output, result.output[-2000:]
+    assert "Traceback" not in result.output
     assert ssh(host, f"sha256sum {LAYOUT.litellm_config} "
                      "/etc/systemd/system/sparkstack-*.service").stdout == config
     assert unit_starts(host, UNITS) == before
