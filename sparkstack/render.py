@@ -21,6 +21,26 @@ _jinja = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUn
 _jinja.filters["shquote"] = shlex.quote
 
 
+def _systemd_quoted(value: str) -> str:
+    # systemd unquotes "..." with C escapes and expands % specifiers even inside quotes
+    return '"' + (value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")) + '"'
+
+
+def exec_arg(value) -> str:
+    """One word of an Exec*= line, as systemd will pass it: quoted, its specifiers and
+    `$` (which systemd would expand as a variable) escaped."""
+    return _systemd_quoted(str(value)).replace("$", "$$")
+
+
+def environment_line(key: str, value) -> str:
+    """An `Environment=` assignment whose value systemd reads back exactly."""
+    return "Environment=" + _systemd_quoted(f"{key}={value}")
+
+
+_jinja.filters["exec_arg"] = exec_arg
+_jinja.globals["environment_line"] = environment_line
+
+
 def template(name: str, **context) -> str:
     return _jinja.get_template(name).render(**context)
 

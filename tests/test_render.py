@@ -53,7 +53,7 @@ def test_vllm_unit_has_gb10_environment_and_long_start_timeout():
                     wait_ready="/opt/sparkstack/host/venv/bin/sparkstack-wait-ready", gate="")
     assert "Environment=TORCH_CUDA_ARCH_LIST=12.1a" in unit
     assert "Environment=TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas" in unit
-    assert "Environment=VLLM_LOGGING_LEVEL=DEBUG" in unit
+    assert 'Environment="VLLM_LOGGING_LEVEL=DEBUG"' in unit
     assert "Environment=HF_HOME=/var/lib/sparkstack/vllm/cache/huggingface" in unit
     assert "TimeoutStartSec=1830" in unit
     assert "User=vllm" in unit

@@ -16,6 +16,8 @@ from __future__ import annotations
 import collections
 import json
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -142,6 +144,29 @@ def test_systemd_reads_environment_files_as_the_contract_reads_them(stack):
     assert {key: seen.get(key) for key in TRICKY} == TRICKY
 
 
+def test_systemd_reads_rendered_unit_values_back_exactly(stack):
+    """What the unit templates write for a value (an argument of ExecStart, an
+    Environment= assignment) is what the service gets: no specifier or variable is
+    expanded, no quote or backslash lost."""
+    from sparkstack.render import environment_line, exec_arg
+    from tests.test_contract import TRICKY
+    words = [v for v in TRICKY.values() if v]
+    unit = "\n".join([
+        "[Service]", "Type=oneshot", "StandardOutput=file:/root/tricky.json",
+        *(environment_line(k, v) for k, v in TRICKY.items()),
+        "ExecStart=/usr/bin/python3 -c " + exec_arg(
+            "import json, os, sys; print(json.dumps([sys.argv[1:], dict(os.environ)]))")
+        + " " + " ".join(exec_arg(w) for w in words)]) + "\n"
+    host = stack.hosts[0]
+    ssh(host, f"cat > /run/systemd/system/sparkstack-tricky.service <<'SPARKSTACK_EOF'\n"
+              f"{unit}SPARKSTACK_EOF\nsystemctl daemon-reload && "
+              "systemctl start sparkstack-tricky.service")
+    argv, env = json.loads(ssh(host, "cat /root/tricky.json").stdout)
+    ssh(host, "rm /run/systemd/system/sparkstack-tricky.service; systemctl daemon-reload")
+    assert argv == words
+    assert {k: env.get(k) for k in TRICKY} == TRICKY
+
+
 def test_local_profiles_are_answered_by_vllm_and_cloud_by_the_cloud(stack):
     client = stack.openai()
     for profile, served in LOCAL_PROFILES.items():
@@ -205,7 +230,59 @@ def test_open_webui_is_up_and_lists_the_profiles_from_litellm(stack):
     models = httpx.get(f"{base}/api/models", timeout=30,
                        headers={"Authorization": f"Bearer {token}"}).json()["data"]
     ids = {m["id"] for m in models}
-    assert {"fast", "expert", "code", "cloud"} <= ids
+    assert ids == {"fast", "expert", "code", "cloud"}
+
+
+def test_clients_see_and_can_call_only_the_profiles(stack):
+    client = stack.openai()
+    assert {m.id for m in client.models.list()} == {"fast", "expert", "code", "cloud"}
+    for internal in ("fast-cloud-fallback", "openrouter/qwen/qwen3-4b:free"):
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(
+                model=internal, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+
+
+ARTIFACTS = REPO / ".sim" / "artifacts"
+PICKER = {"Fast — Qwen3 4B on this Spark", "Expert — Qwen3 Coder 30B on this Spark",
+          "Code — Qwen3 Coder 30B on this Spark", "Cloud — OpenRouter"}
+
+
+def test_open_webui_in_a_browser_offers_the_profiles_and_answers_from_the_local_model(
+        stack):
+    """Headless Chromium signs in as the admin, finds exactly the profiles (by their
+    display names) in the model picker, asks `fast`, and sees the local model's answer."""
+    from playwright.sync_api import sync_playwright
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    base = stack.tunnel(8080).url
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            page.goto(f"{base}/auth", wait_until="networkidle")
+            page.fill("input[type=email]", "owner@example.com")
+            page.fill("input[type=password]", "s3cret-Pass!")
+            page.keyboard.press("Enter")
+            page.wait_for_url(lambda url: "/auth" not in url, timeout=60_000)
+            page.wait_for_load_state("networkidle")
+            page.keyboard.press("Escape")  # a "what's new" dialog, if any
+            page.get_by_label("Select a model").first.click()
+            items = page.locator("[role=menu] button, [role=option], "
+                                 "[data-melt-dropdown-menu] button")
+            items.first.wait_for(timeout=30_000)
+            offered = {t.strip().split("\n")[0] for t in items.all_inner_texts() if t.strip()}
+            page.screenshot(path=str(ARTIFACTS / "openwebui-picker.png"))
+            assert PICKER <= offered and not {t for t in offered if "fallback" in t}, offered
+            page.get_by_text("Fast — Qwen3 4B on this Spark").first.click()
+            page.locator("#chat-input").click()
+            page.keyboard.type("hi")
+            page.keyboard.press("Enter")
+            answer = page.get_by_text("standin:qwen3-4b@spark1").first
+            answer.wait_for(timeout=90_000)
+            page.screenshot(path=str(ARTIFACTS / "openwebui-chat.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "openwebui-chat.png").stat().st_size > 10_000
 
 
 def exposure(host, unit: str) -> float:
@@ -575,3 +652,75 @@ def test_a_model_removed_from_the_inventory_loses_its_unit(stack):
         reply = client.chat.completions.create(
             model="fast", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
         assert "@spark1:" in reply.choices[0].message.content
+
+
+SPARK2 = {"spark2": {"roles": ["vllm"], "models": [
+    {"name": "qwen3-4b-b", "model": "Qwen/Qwen3-4B-Instruct-2507", "port": 8002,
+     "gpu_memory_utilization": 0.15}]}}
+
+
+def every_profile_answers(stack) -> dict[str, str]:
+    client = stack.openai()
+    return {p: chat(client, p)[0].split(" ")[0] for p in ("fast", "expert", "code", "cloud")}
+
+
+def test_a_run_that_fails_half_way_leaves_every_profile_answering(stack):
+    """A new LiteLLM release from a package index that cannot be reached: the install
+    fails beside the running venv, the run stops, and every service keeps serving its
+    previous version; the next good run repairs what the failed one changed."""
+    host = stack.hosts[0]
+    stack.write(host_data=SPARK2)
+    assert run_deploy(stack.inventory).returncode == 0
+    before = unit_starts(host, UNITS)
+    stack.write(host_data=SPARK2, litellm_version="1.103.1",
+                pip_index_url="http://10.77.0.1:9/simple")
+    failed = run_deploy(stack.inventory)
+    assert failed.returncode != 0
+    assert "10.77.0.1" in failed.output  # pip says which index it could not reach
+    assert unit_starts(host, UNITS) == before
+    answered = every_profile_answers(stack)
+    assert answered["fast"].startswith("standin:qwen3-4b@spark1")
+    assert answered["code"].startswith("standin:qwen3-coder-30b@spark1")
+    assert answered["cloud"].startswith("cloud-standin:")
+    stack.write(host_data=SPARK2)
+    good = run_deploy(stack.inventory)
+    assert good.returncode == 0, good.output[-3000:]
+    assert "10.77.0.1:9" not in ssh(host, f"cat {LAYOUT.pip_conf}").stdout
+    assert ssh(host, f"{LAYOUT.venv('litellm')}/bin/python -c 'import importlib.metadata as m;"
+                     " print(m.version(\"litellm\"))'").stdout.strip() == "1.102.4"
+    assert run_deploy(stack.inventory).grand_total()["changed"] == "-"
+
+
+def test_a_rebooted_spark_serves_from_the_cloud_then_locally_without_a_failure(stack):
+    """After a reboot every unit comes back by itself; a client that sends as soon as
+    LiteLLM accepts connections is answered by the cloud while the models load, then
+    by the local models, and never fails."""
+    from tests.e2e.traffic import Traffic
+    # models that load for a while, so that LiteLLM is up before them
+    stack.write(host_data=SPARK2, vllm_environment={"VLLM_STANDIN_LOAD_SECONDS": "25"})
+    assert run_deploy(stack.inventory).returncode == 0
+    key = stack.secrets()["litellm_master_key"]
+    for t in stack.tunnels.values():
+        t.close()
+    stack.tunnels.clear()
+    host = stack.hosts[0] = fleet.reboot(stack.hosts[0])
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            socket.create_connection((host.address, 4000), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "LiteLLM's socket did not come back"
+            time.sleep(0.2)
+    local = {"fast": "qwen3-4b@spark1", "code": "qwen3-coder-30b@spark1"}
+    with Traffic(stack.litellm_url, key, list(local), rate=4) as traffic:
+        deadline = time.monotonic() + 400
+        while not all(traffic.sequence(p)[-1:] == [who] for p, who in local.items()):
+            assert time.monotonic() < deadline, {p: traffic.sequence(p) for p in local}
+            time.sleep(1)
+        time.sleep(3)
+    assert traffic.failures() == []
+    assert {p: traffic.sequence(p) for p in local} == {
+        p: ["cloud", who] for p, who in local.items()}
+    states = ssh(host, "systemctl is-active " + " ".join(UNITS), check=False).stdout.split()
+    assert states == ["active"] * len(UNITS)
