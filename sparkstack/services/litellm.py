@@ -186,15 +186,16 @@ def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
                     src=StringIO(wanted.to_json()),
                     dest=layout.routes_plan, user="root", group=svc.user, mode="640")
     env = write_secrets(svc, "LiteLLM", secret_environment(s, fleet, secrets))
-    socket_file = put_file(name=f"Write unit {LITELLM_SOCKET}",
-                           src=StringIO(template("litellm/litellm.socket.j2", s=s)),
-                           dest=f"{UNIT_DIR}/{LITELLM_SOCKET}", mode="644")
     gate = layout.host_program(GATE)
     unit_file = write_unit(svc, LITELLM_UNIT, "litellm/litellm.service.j2", gate=gate,
                            socket_unit=LITELLM_SOCKET,
                            serve=f"{svc.venv}/bin/python -m {LITELLM_SERVE}",
                            host_lib=host_lib,
                            health_url=f"{url(s)}/health/liveliness")
+    # after its service: systemd-analyze verify checks that a socket has one
+    socket_file = put_file(name=f"Write unit {LITELLM_SOCKET}",
+                           src=StringIO(template("litellm/litellm.socket.j2", s=s)),
+                           dest=f"{UNIT_DIR}/{LITELLM_SOCKET}", mode="644")
     if socket_file.will_change:
         # the socket takes over the port from a running LiteLLM (or moves it)
         server.shell(name=f"Stop {LITELLM_UNIT} while its socket changes",
