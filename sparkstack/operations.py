@@ -53,8 +53,13 @@ def put_file(src: str | StringIO, dest: str, user: str | None = None,
     new = f"{folder}/.sparkstack-new/{name}" if unit else f"{folder}/.{name}.sparkstack-new"
     yield from files.put._inner(src=src, dest=new, user=user, group=group, mode=mode)
     if unit:
+        # a unit it names that is not installed yet (a socket and its service arrive
+        # one after the other) is no fault of this one; anything else is
         yield (f"out=$(systemd-analyze verify {new} 2>&1); rc=$?; "
-               f'[ -z "$out" ] || echo "$out" >&2; [ $rc -eq 0 ] || {{ rm -f {new}; '
+               f'[ -z "$out" ] || echo "$out" >&2; '
+               f"if [ $rc -ne 0 ] && ! echo \"$out\" | grep -v -e 'Unit [^ ]* not found' "
+               "-e 'not loaded, socket cannot be started' | grep -q .; then rc=0; fi; "
+               f"[ $rc -eq 0 ] || {{ rm -f {new}; "
                f"echo '{name}: systemd refuses this unit; the one in place is kept' >&2; "
                "exit 1; }")
     yield f"mv -f {new} {dest}"
