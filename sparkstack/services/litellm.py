@@ -114,9 +114,11 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
             "enable_pre_call_checks": True,  # what makes LiteLLM honour `order`
         },
         "litellm_settings": {"drop_params": True, "request_timeout": s["litellm_timeout"],
-                             # sparkstack's request log (host package, on PYTHONPATH)
-                             **({"callbacks": ["sparkstack_host.request_log.logger"]}
-                                if s["request_log"] else {})},
+                             # from the host package (on PYTHONPATH): only served names
+                             # may be asked for; sparkstack's request log
+                             "callbacks": ["sparkstack_host.model_guard.guard"] + (
+                                 ["sparkstack_host.request_log.logger"]
+                                 if s["request_log"] else [])},
         "general_settings": general,
     }
     return RoutesPlan(config=config, backends=backends, standby=standby,
