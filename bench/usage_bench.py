@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import openai
+from sparkstack_host.usage_rollups import APPLY_BATCH, CREATE_BATCH
 
 from sparkstack.settings import REPO_ROOT
 from sparkstack.simulated import fleet
@@ -36,9 +37,10 @@ from tests.e2e.helpers import run_deploy
 
 SPARKSTACK = str(Path(sys.executable).with_name("sparkstack"))
 
-# One row per generated number i: the shares below repeat every 100 rows.
+# One row per generated number i: the shares below repeat every 100 rows. They go in as
+# one batch of the request log's writer would: to the log and its rollups together.
 FILL = """
-INSERT INTO sparkstack_requests (at, trace_id, final, key_hash, key_alias, requested,
+INSERT INTO sparkstack_batch (at, trace_id, final, key_hash, key_alias, requested,
   served, served_host, route, fallbacks, input_tokens, output_tokens, latency_ms, ttft_ms,
   stream, status, error_class, cost)
 SELECT now() - (i % 604800) * interval '1 second', md5(i::text), true,
@@ -52,9 +54,13 @@ SELECT now() - (i % 604800) * interval '1 second', md5(i::text), true,
   i % 4 = 0, CASE WHEN i % 100 = 99 THEN 'error' ELSE 'ok' END,
   CASE WHEN i % 100 = 99 THEN 'BadRequestError' ELSE '' END,
   CASE WHEN i % 100 >= 80 THEN 0.00002 ELSE 0 END
-FROM generate_series(1, {rows}) AS i;
-ANALYZE sparkstack_requests;
+FROM generate_series(1, {rows}) AS i
 """
+
+
+def fill_sql(rows: int) -> str:
+    return ";\n".join(["BEGIN", CREATE_BATCH, FILL.format(rows=rows), *APPLY_BATCH,
+                       "COMMIT", "ANALYZE sparkstack_requests", ""])
 
 
 def psql(host, sql: str) -> str:
@@ -123,7 +129,7 @@ def main() -> None:
         median_latency_ms(base, key, 1)  # the table exists once a request was logged
         time.sleep(3)
         start = time.monotonic()
-        psql(host, FILL.format(rows=args.rows))
+        psql(host, fill_sql(args.rows))
         rows = psql(host, "SELECT count(*) FROM sparkstack_requests WHERE final")
         print(f"request log filled with {args.rows:,} requests over 7 days in "
               f"{time.monotonic() - start:.1f} s ({rows} final rows in all)")

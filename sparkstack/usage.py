@@ -20,7 +20,7 @@ SUMS = ("requests", *KINDS, "input_tokens", "output_tokens", "cost", "fallback_c
 
 
 def percentile(histogram: dict[int, int], share: float) -> float | None:
-    """The nearest-rank percentile of a histogram of whole milliseconds."""
+    """The nearest-rank percentile of a latency histogram (bucket in ms -> count)."""
     total = sum(histogram.values())
     if not total:
         return None

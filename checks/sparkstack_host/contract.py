@@ -314,3 +314,17 @@ CREATE TABLE IF NOT EXISTS {REQUEST_LOG_TABLE} (
     prompt jsonb, answer jsonb);
 CREATE INDEX IF NOT EXISTS {REQUEST_LOG_TABLE}_at ON {REQUEST_LOG_TABLE} (at) WHERE final;
 """
+# Rollups of the final rows, kept by the request log's writer in the same transaction as
+# the rows: counts per UTC hour, latency histograms per UTC day; `dim` is profile, host or
+# key, `g` the group's name (as `sparkstack usage --by` shows it).
+USAGE_HOURLY_TABLE = "sparkstack_usage_hourly"
+USAGE_LATENCY_TABLE = "sparkstack_usage_latency"
+USAGE_ROLLUP_DDL = f"""
+CREATE TABLE IF NOT EXISTS {USAGE_HOURLY_TABLE} (
+    hour timestamptz NOT NULL, dim text NOT NULL, g text NOT NULL, kind text NOT NULL,
+    n bigint NOT NULL, input_tokens bigint NOT NULL, output_tokens bigint NOT NULL,
+    cost double precision NOT NULL, PRIMARY KEY (hour, dim, g, kind));
+CREATE TABLE IF NOT EXISTS {USAGE_LATENCY_TABLE} (
+    day timestamptz NOT NULL, dim text NOT NULL, g text NOT NULL, ms integer NOT NULL,
+    n bigint NOT NULL, PRIMARY KEY (day, dim, g, ms));
+"""

@@ -15,7 +15,8 @@ Recording never slows or fails a request: rows wait in memory and a background t
 writes them in batches (COPY) every second. While PostgreSQL is unreachable the rows
 are dropped (at most `MAX_WAITING` wait) and the count lost so far goes to LiteLLM's
 journal. Prompt and answer text are stored only with SPARKSTACK_REQUEST_LOG_TEXT=1.
-Rows older than SPARKSTACK_REQUEST_LOG_DAYS are pruned hourly.
+Rows older than SPARKSTACK_REQUEST_LOG_DAYS are pruned hourly. Each batch also updates
+the rollups the usage report reads (`usage_rollups`), in the same transaction.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from datetime import datetime, timezone
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from .contract import REQUEST_LOG_COLUMNS, REQUEST_LOG_DDL, REQUEST_LOG_TABLE
+from .contract import (REQUEST_LOG_COLUMNS, REQUEST_LOG_DDL, REQUEST_LOG_TABLE,
+                       USAGE_HOURLY_TABLE, USAGE_ROLLUP_DDL)
+from .usage_rollups import (APPLY_BATCH, BATCH_TABLE, CREATE_BATCH, ROLLUP_LOCK, prune,
+                            rollup_from)
 
 log = logging.getLogger("sparkstack.request_log")
 MAX_WAITING = 20000
@@ -141,13 +145,13 @@ class RequestLog(CustomLogger):
                 async with await psycopg.AsyncConnection.connect(self.dsn,
                                                                  connect_timeout=3) as db:
                     if not created:
-                        await db.execute(REQUEST_LOG_DDL)
+                        await self._create(db)
                         created = True
                     if batch:
                         await self._write(db, batch)
                     if time.monotonic() - self.pruned > PRUNE_SECONDS:
-                        await db.execute(f"DELETE FROM {REQUEST_LOG_TABLE} WHERE at < "
-                                         "now() - make_interval(days => %s)", (self.days,))
+                        for statement in prune():
+                            await db.execute(statement, (self.days,))
                         self.pruned = time.monotonic()
             except Exception as e:
                 self.lost += len(batch)
@@ -155,12 +159,28 @@ class RequestLog(CustomLogger):
                             "%d lost since LiteLLM started", len(batch), e, self.lost)
 
     @staticmethod
+    async def _create(db) -> None:
+        """The tables; rollups missing beside a log kept before them are built from it."""
+        await db.execute(ROLLUP_LOCK)
+        fresh = (await (await db.execute("SELECT to_regclass(%s) IS NULL",
+                                         (USAGE_HOURLY_TABLE,))).fetchone())[0]
+        await db.execute(REQUEST_LOG_DDL)
+        await db.execute(USAGE_ROLLUP_DDL)
+        if fresh:
+            for statement in rollup_from(REQUEST_LOG_TABLE):
+                await db.execute(statement)
+
+    @staticmethod
     async def _write(db, batch: list[tuple]) -> None:
+        """The rows and their rollups, in one transaction (committed as `db` closes)."""
+        await db.execute(CREATE_BATCH)
         async with db.cursor() as cur:
-            async with cur.copy(f"COPY {REQUEST_LOG_TABLE} ({', '.join(REQUEST_LOG_COLUMNS)}) "
+            async with cur.copy(f"COPY {BATCH_TABLE} ({', '.join(REQUEST_LOG_COLUMNS)}) "
                                 "FROM STDIN") as copy:
                 for row in batch:
                     await copy.write_row(row)
+        for statement in APPLY_BATCH:
+            await db.execute(statement)
 
 
 logger = RequestLog()

@@ -5,30 +5,26 @@
 prints one JSON object: per group, the requests (final rows only) answered locally, by
 a fallback (a local profile answered by its cloud model) and by the cloud by design (a
 cloud profile), the errors, tokens and cost, and each group's latencies as a histogram
-of whole milliseconds (so that percentiles over several LiteLLM hosts stay exact); and
-the requests over time by how they were answered. `sparkstack usage` merges the hosts'.
+(whole milliseconds below 100 ms, 2% buckets above, so that percentiles over several
+LiteLLM hosts stay within 1%); and the requests over time by how they were answered.
+`sparkstack usage` merges the hosts'. Windows over 6 hours read the rollups.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
 
-from .contract import DEFAULT_CONFIG_ROOT, REQUEST_LOG_TABLE
+from .contract import (DEFAULT_CONFIG_ROOT, REQUEST_LOG_TABLE, USAGE_HOURLY_TABLE,
+                       USAGE_LATENCY_TABLE)
+from .usage_rollups import DIMENSIONS, KIND, LATENCY_BUCKET
 
-KIND = ("CASE WHEN status <> 'ok' THEN 'error' "
-        "WHEN route = 'fallback' OR fallbacks > 0 THEN 'fallback' "
-        "WHEN route = 'cloud' THEN 'cloud' ELSE 'local' END")
-GROUPS = {
-    "profile": "requested",
-    "host": "CASE WHEN served_host <> '' THEN served_host "
-            "WHEN status = 'ok' THEN 'cloud' ELSE 'none' END",
-    "day": "to_char(at, 'YYYY-MM-DD')",
-    "key": "CASE WHEN key_alias <> '' THEN key_alias ELSE left(key_hash, 12) END",
-}
+DAY = "to_char(at, 'YYYY-MM-DD')"
+GROUPS = {**DIMENSIONS, "day": DAY}
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -46,22 +42,49 @@ def bucket(since: str) -> str:
     return "minute" if hours <= 6 else "hour" if hours <= 24 * 14 else "day"
 
 
+def from_log(by: str, where: str, step: str) -> tuple[str, str]:
+    """Counts (per group, kind and step) and latency histograms from the log's rows."""
+    rows = f"FROM {REQUEST_LOG_TABLE} WHERE final AND {where}"
+    counts = (f"SELECT {GROUPS[by]} AS g, {KIND} AS kind, date_trunc('{step}', at) AS t, "
+              "count(*) AS n, sum(input_tokens) AS i, sum(output_tokens) AS o, "
+              f"sum(cost) AS c {rows} GROUP BY 1, 2, 3")
+    latency = (f"SELECT {GROUPS[by]} AS g, {LATENCY_BUCKET} AS ms, count(*) AS n {rows} "
+               "AND latency_ms IS NOT NULL GROUP BY 1, 2")
+    return counts, latency
+
+
+def from_rollups(by: str, hours_from: str, days_from: str) -> tuple[str, str]:
+    """The same, from the rollups' whole hours (counts) and whole days (latency)."""
+    dim = "profile" if by == "day" else by
+    counts = ("SELECT " + ("to_char(hour, 'YYYY-MM-DD')" if by == "day" else "g") +
+              " AS g, kind, hour AS t, n, input_tokens AS i, output_tokens AS o, cost AS c "
+              f"FROM {USAGE_HOURLY_TABLE} WHERE dim = '{dim}' AND hour >= {hours_from}")
+    latency = ("SELECT " + ("to_char(day, 'YYYY-MM-DD')" if by == "day" else "g") +
+               f" AS g, ms, n FROM {USAGE_LATENCY_TABLE} "
+               f"WHERE dim = '{dim}' AND day >= {days_from}")
+    return counts, latency
+
+
 def query(since: str, by: str) -> str:
-    """One scan of the log: three groupings at once (group x kind, group x latency,
-    time x kind), then shaped into JSON from their few thousand rows."""
+    """Counts and latency histograms for the window: from the log's rows alone for a
+    window of up to 6 hours; for longer ones from the rollups' whole hours and days, and
+    the log's rows only for the part of the first hour and day the rollups cannot split.
+    Either way every request is counted once and exactly."""
     n, unit = interval(since)
     step = bucket(since)
-    # GROUPING() bits, in the order g, kind, ms, t: 1 for a column a set leaves out
-    by_kind, by_ms, by_time = 0b0011, 0b0101, 0b1010
+    start = f"now() - make_interval({unit} => {n})"
+    if step == "minute":
+        counts, latency = from_log(by, f"at >= {start}", step)
+    else:
+        hours_from = f"date_trunc('hour', {start}) + interval '1 hour'"
+        days_from = f"date_trunc('day', {start}) + interval '1 day'"
+        rolled = from_rollups(by, hours_from, days_from)
+        first_hour, _ = from_log(by, f"at >= {start} AND at < {hours_from}", "hour")
+        _, first_day = from_log(by, f"at >= {start} AND at < {days_from}", step)
+        counts = f"{rolled[0]} UNION ALL {first_hour}"
+        latency = f"{rolled[1]} UNION ALL {first_day}"
     return f"""
-WITH a AS MATERIALIZED (
-  SELECT g, kind, ms, t, GROUPING(g, kind, ms, t) AS set, count(*) AS n,
-         sum(input_tokens) AS i, sum(output_tokens) AS o, sum(cost) AS c
-  FROM (SELECT {GROUPS[by]} AS g, {KIND} AS kind, round(latency_ms)::int AS ms,
-               input_tokens, output_tokens, cost, date_trunc('{step}', at) AS t
-        FROM {REQUEST_LOG_TABLE}
-        WHERE final AND at >= now() - make_interval({unit} => {n})) r
-  GROUP BY GROUPING SETS ((g, kind), (g, ms), (t, kind)))
+WITH c AS MATERIALIZED ({counts}), l AS MATERIALIZED ({latency})
 SELECT json_build_object(
   'groups', (SELECT coalesce(json_agg(x ORDER BY x.g), '[]') FROM (
      SELECT g, sum(n) AS requests,
@@ -71,21 +94,23 @@ SELECT json_build_object(
             coalesce(sum(n) FILTER (WHERE kind = 'error'), 0) AS errors,
             sum(i) AS input_tokens, sum(o) AS output_tokens, sum(c) AS cost,
             coalesce(sum(c) FILTER (WHERE kind = 'fallback'), 0) AS fallback_cost
-     FROM a WHERE set = {by_kind} GROUP BY g) x),
+     FROM c GROUP BY g) x),
   'latency', (SELECT coalesce(json_agg(y), '[]') FROM (
-     SELECT g, ms, n FROM a WHERE set = {by_ms} AND ms IS NOT NULL) y),
+     SELECT g, ms, sum(n) AS n FROM l GROUP BY g, ms) y),
   'series', (SELECT coalesce(json_agg(z ORDER BY z.t), '[]') FROM (
-     SELECT to_char(t, 'YYYY-MM-DD"T"HH24:MI') AS t, kind, n
-     FROM a WHERE set = {by_time}) z),
+     SELECT to_char(date_trunc('{step}', t), 'YYYY-MM-DD"T"HH24:MI') AS t, kind,
+            sum(n) AS n FROM c GROUP BY 1, kind) z),
   'step', '{step}')"""
 
 
 def run(since: str, by: str) -> dict:
+    # Hours and days are UTC's, as the rollups keep them.
     proc = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-d", "litellm",
                            "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", query(since, by)],
-                          capture_output=True, text=True, cwd="/")
+                          capture_output=True, text=True, cwd="/",
+                          env={**os.environ, "PGOPTIONS": "-c TimeZone=UTC"})
     if proc.returncode != 0:
-        if f'relation "{REQUEST_LOG_TABLE}" does not exist' in proc.stderr:
+        if 'relation "sparkstack_' in proc.stderr and "does not exist" in proc.stderr:
             return {"groups": [], "latency": [], "series": [], "step": bucket(since)}
         raise RuntimeError(proc.stderr.strip()[-500:])
     return json.loads(proc.stdout)

@@ -251,6 +251,7 @@ def test_open_webui_in_a_browser_offers_the_profiles_and_answers_from_the_local_
         stack):
     """Headless Chromium signs in as the admin, finds exactly the profiles (by their
     display names) in the model picker, asks `fast`, and sees the local model's answer."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     base = stack.tunnel(8080).url
@@ -265,15 +266,21 @@ def test_open_webui_in_a_browser_offers_the_profiles_and_answers_from_the_local_
             page.keyboard.press("Enter")
             page.wait_for_url(lambda url: "/auth" not in url, timeout=60_000)
             page.wait_for_load_state("networkidle")
-            page.keyboard.press("Escape")  # a "what's new" dialog, if any
-            page.get_by_label("Select a model").first.click()
-            items = page.locator("[role=menu] button, [role=option], "
-                                 "[data-melt-dropdown-menu] button")
+            # A new account is first shown the release notes ("What's New"), over the page.
+            notes = page.get_by_role("dialog")
+            try:
+                notes.first.wait_for(timeout=10_000)
+                page.keyboard.press("Escape")
+                notes.first.wait_for(state="hidden", timeout=10_000)
+            except PlaywrightTimeout:
+                pass
+            page.locator("#model-selector-model-button").click()
+            items = page.get_by_role("option")
             items.first.wait_for(timeout=30_000)
             offered = {t.strip().split("\n")[0] for t in items.all_inner_texts() if t.strip()}
             page.screenshot(path=str(ARTIFACTS / "openwebui-picker.png"))
-            assert PICKER <= offered and not {t for t in offered if "fallback" in t}, offered
-            page.get_by_text("Fast — Qwen3 4B on this Spark").first.click()
+            assert offered == PICKER, offered
+            page.get_by_role("option", name="Fast — Qwen3 4B on this Spark").click()
             page.locator("#chat-input").click()
             page.keyboard.type("hi")
             page.keyboard.press("Enter")

@@ -122,6 +122,14 @@ def test_a_known_mix_of_requests_is_reported_exactly(spark):
     by_host = {r["group"]: r["requests"] for r in json.loads(
         spark.usage("--since", "1h", "--by", "host", "--json").stdout)["rows"]}
     assert by_host == {"spark7": 13, "cloud": 9, "none": 2, "fleet": 24}
+    # A week reads the rollups the writer kept beside the rows: the same counts, tokens,
+    # cost and latency percentiles as the rows of the last hour, for every grouping.
+    for by in ("profile", "host", "key", "day"):
+        hour, week = (json.loads(spark.usage("--since", since, "--by", by, "--json").stdout)
+                      for since in ("1h", "7d"))
+        assert week["step"] == "hour" and hour["step"] == "minute"
+        assert week["rows"] == hour["rows"], by
+        assert sum(p["n"] for p in week["series"]) == 24
     # streams have their time to first token; no key and no text is stored
     assert spark.sql("SELECT count(*) FROM sparkstack_requests WHERE final AND stream "
                      "AND ttft_ms IS NOT NULL") == "3"
