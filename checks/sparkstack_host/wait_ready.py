@@ -4,14 +4,44 @@
 
 The unit then stays "activating" while its service loads and becomes "active" only once
 it serves, so `systemctl start` returns when the service is ready. Exits non-zero when
-the timeout passes or the service's main process dies first. Standard library only.
+the timeout passes, when the service's main process dies first, or, fast, with
+`--own-port`, when another user's process holds the URL's port (the service then cannot
+listen, and a process that does not exit on that would keep the unit "activating" until
+its timeout; a stranger answering 200 there would be taken for the service). Standard
+library only.
 """
 import argparse
 import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+
+HELD_SECONDS = 5  # how long a stranger must hold the port before we give up
+
+
+def listening_uids(port: int) -> set[int]:
+    """The owners of the sockets listening on `port` in this network namespace (from
+    /proc/self/net, which stays visible under ProcSubset=pid)."""
+    uids = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = open(f"/proc/self/net/{table}").read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                uids.add(int(fields[7]))
+    return uids
+
+
+def held_by_a_stranger(port: int) -> bool:
+    """Someone listens on the port, and not as this service's user (which this program,
+    its ExecStartPost, runs as)."""
+    uids = listening_uids(port)
+    return bool(uids) and os.getuid() not in uids
 
 
 def main() -> int:
@@ -19,9 +49,14 @@ def main() -> int:
     p.add_argument("url")
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--pid", type=int, default=0, help="give up if this process exits")
+    p.add_argument("--own-port", action="store_true",
+                   help="the service listens on the URL's port itself (no socket held by "
+                        "systemd): give up when another user's process holds it")
     args = p.parse_args()
     deadline = time.monotonic() + args.timeout
     last = "no answer yet"
+    port = urllib.parse.urlsplit(args.url).port if args.own_port else None
+    held_since = None
     while time.monotonic() < deadline:
         if args.pid:
             try:
@@ -30,6 +65,16 @@ def main() -> int:
                 print(f"sparkstack-wait-ready: main process {args.pid} exited while loading",
                       file=sys.stderr)
                 return 1
+            if port and held_by_a_stranger(port):
+                held_since = held_since or time.monotonic()
+                if time.monotonic() - held_since >= HELD_SECONDS:
+                    print(f"sparkstack-wait-ready: port {port} is held by another process, "
+                          "not by this service, which therefore cannot listen there: stop "
+                          "that process or give this service another port", file=sys.stderr)
+                    return 1
+                time.sleep(0.5)
+                continue
+            held_since = None
         try:
             with urllib.request.urlopen(args.url, timeout=5) as resp:
                 if resp.status == 200:

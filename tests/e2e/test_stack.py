@@ -698,6 +698,27 @@ def test_a_run_that_fails_half_way_leaves_every_profile_answering(stack):
     assert run_deploy(stack.inventory).grand_total()["changed"] == "-"
 
 
+def test_a_service_whose_port_another_process_holds_fails_fast_and_says_why(stack):
+    """Open WebUI does not exit when it cannot listen: its readiness wait sees another
+    user's process on the port and fails the start in seconds (not its 10-minute start
+    timeout) with the reason; with the port free again it starts."""
+    host = stack.hosts[0]
+    unit = "sparkstack-openwebui.service"
+    ssh(host, f"systemctl stop {unit} && systemd-run --unit port-squatter -p User=nobody "
+              "python3 -m http.server 8080 --bind 127.0.0.1 && sleep 1")
+    try:
+        start = time.monotonic()
+        failed = ssh(host, f"systemctl start {unit}", check=False)
+        took = time.monotonic() - start
+        journal = ssh(host, f"journalctl -u {unit} -n 20 --no-pager").stdout
+    finally:
+        ssh(host, "systemctl stop port-squatter", check=False)
+    assert failed.returncode != 0 and took < 60, took
+    assert "port 8080 is held by another process" in journal
+    ssh(host, f"systemctl reset-failed {unit}; systemctl start {unit}")
+    assert ssh(host, f"systemctl is-active {unit}").stdout.strip() == "active"
+
+
 def test_a_rebooted_spark_serves_from_the_cloud_then_locally_without_a_failure(stack):
     """After a reboot every unit comes back by itself; a client that sends as soon as
     LiteLLM accepts connections is answered by the cloud while the models load, then
