@@ -35,7 +35,7 @@ from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import ssh
 from sparkstack.simulated.inventory import write_inventory
 from tests.doubles.cloud_standin import CloudStandin
-from tests.e2e.helpers import REPO, Tunnel, run_deploy, unit_starts
+from tests.e2e.helpers import PYINFRA, REPO, Tunnel, run_deploy, unit_starts
 
 pytestmark = pytest.mark.e2e
 
@@ -695,6 +695,28 @@ def test_a_run_that_fails_half_way_leaves_every_profile_answering(stack):
     assert "10.77.0.1:9" not in ssh(host, f"cat {LAYOUT.pip_conf}").stdout
     assert ssh(host, f"{LAYOUT.venv('litellm')}/bin/python -c 'import importlib.metadata as m;"
                      " print(m.version(\"litellm\"))'").stdout.strip() == "1.102.4"
+    assert run_deploy(stack.inventory).grand_total()["changed"] == "-"
+
+
+def test_a_unit_systemd_refuses_never_replaces_the_running_one(stack):
+    """The deploy's file operation checks a unit with `systemd-analyze verify` beside
+    the old one: a unit systemd refuses stops the run, the old unit file stays, nothing
+    restarts, every profile answers, and a good run finds nothing to repair."""
+    host = stack.hosts[0]
+    unit = "/etc/systemd/system/sparkstack-openwebui.service"
+    before, starts = ssh(host, f"sha256sum {unit}").stdout, unit_starts(host, UNITS)
+    proc = subprocess.run([PYINFRA, "-y", str(stack.inventory),
+                           "tests/e2e/deploys/refused_unit.py"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "systemd refuses this unit; the one in place is kept" in proc.stdout + proc.stderr
+    assert "fatal error" in proc.stdout + proc.stderr
+    assert ssh(host, f"sha256sum {unit}").stdout == before
+    assert ssh(host, "ls -A /etc/systemd/system/.sparkstack-new",
+               check=False).stdout.strip() == ""
+    assert unit_starts(host, UNITS) == starts
+    answered = every_profile_answers(stack)
+    assert answered["fast"].startswith("standin:qwen3-4b@spark1")
     assert run_deploy(stack.inventory).grand_total()["changed"] == "-"
 
 
