@@ -94,7 +94,7 @@ def table(report: dict) -> str:
             f"{'errors':>7} {'tokens in/out':>15} {'p50':>7} {'p95':>7} {'cost':>9}")
     lines = [head]
     for r in report["rows"]:
-        ms = lambda v: "-" if v is None else f"{v:.0f}ms"  # noqa: E731
+        ms = lambda v: "-" if v is None else f"{v:.0f}ms"
         lines.append(
             f"{r['group'][:22]:22} {r['requests']:9,} {r['local_share']:6.1f}% "
             f"{r['fallback_share']:8.1f}% {r['cloud_share']:6.1f}% {r['errors']:7,} "

@@ -1,7 +1,8 @@
 """A bind address must be one the host can listen on, known before anything changes."""
 
-from sparkstack.host_facts import Snapshot
 from sparkstack_host import host_state
+
+from sparkstack.host_facts import Snapshot
 
 
 def snap(addresses):

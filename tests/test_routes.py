@@ -143,7 +143,7 @@ def test_a_deploy_leaves_routes_alone_when_one_member_of_each_swap_group_is_rout
                                                          "solo": {"local": ["solo"]}}}}))
     plan = routes_plan(fleet["s"], fleet)
     assert plan.backends["s:8000"].swap_group == "g" and not plan.backends["s:8002"].swap_group
-    text = lambda ready: routes.render(routes.assemble(plan, ready))  # noqa: E731
+    text = lambda ready: routes.render(routes.assemble(plan, ready))
     assert routes_complete(plan, text({"s:8000", "s:8002"}))      # night stands by
     assert routes_complete(plan, text({"s:8001", "s:8002"}))      # day stands by
     assert not routes_complete(plan, text({"s:8000"}))            # solo is missing

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from sparkstack_host.wait_ready import held_by_a_stranger
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),

@@ -226,7 +226,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "Manifest":
+    def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
         if data.get("schema") != MANIFEST_SCHEMA:
             raise ValueError(f"manifest schema {data.get('schema')!r}, expected "
@@ -236,7 +236,7 @@ class Manifest:
         return cls(**data)
 
     @classmethod
-    def load(cls, config_root: str) -> "Manifest":
+    def load(cls, config_root: str) -> Manifest:
         return cls.from_json(Path(Layout(config_root=config_root).manifest).read_text())
 
     def model(self, name: str) -> ManifestModel | None:
@@ -282,7 +282,7 @@ class RoutesPlan:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "RoutesPlan":
+    def from_json(cls, text: str) -> RoutesPlan:
         data = json.loads(text)
         if data.get("schema") != ROUTES_SCHEMA:
             raise ValueError(f"routes plan schema {data.get('schema')!r}, expected "

@@ -31,10 +31,21 @@ from datetime import datetime, timezone
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from .contract import (REQUEST_LOG_COLUMNS, REQUEST_LOG_DDL, REQUEST_LOG_TABLE,
-                       USAGE_HOURLY_TABLE, USAGE_ROLLUP_DDL)
-from .usage_rollups import (APPLY_BATCH, BATCH_TABLE, CREATE_BATCH, ROLLUP_LOCK, prune,
-                            rollup_from)
+from .contract import (
+    REQUEST_LOG_COLUMNS,
+    REQUEST_LOG_DDL,
+    REQUEST_LOG_TABLE,
+    USAGE_HOURLY_TABLE,
+    USAGE_ROLLUP_DDL,
+)
+from .usage_rollups import (
+    APPLY_BATCH,
+    BATCH_TABLE,
+    CREATE_BATCH,
+    ROLLUP_LOCK,
+    prune,
+    rollup_from,
+)
 
 log = logging.getLogger("sparkstack.request_log")
 MAX_WAITING = 20000

@@ -19,8 +19,12 @@ import re
 import subprocess
 import sys
 
-from .contract import (DEFAULT_CONFIG_ROOT, REQUEST_LOG_TABLE, USAGE_HOURLY_TABLE,
-                       USAGE_LATENCY_TABLE)
+from .contract import (
+    DEFAULT_CONFIG_ROOT,
+    REQUEST_LOG_TABLE,
+    USAGE_HOURLY_TABLE,
+    USAGE_LATENCY_TABLE,
+)
 from .usage_rollups import DIMENSIONS, KIND, LATENCY_BUCKET
 
 DAY = "to_char(at, 'YYYY-MM-DD')"

@@ -9,8 +9,12 @@ builds them once from a log kept before they existed.
 
 from __future__ import annotations
 
-from .contract import (REQUEST_LOG_COLUMNS, REQUEST_LOG_TABLE, USAGE_HOURLY_TABLE,
-                       USAGE_LATENCY_TABLE)
+from .contract import (
+    REQUEST_LOG_COLUMNS,
+    REQUEST_LOG_TABLE,
+    USAGE_HOURLY_TABLE,
+    USAGE_LATENCY_TABLE,
+)
 
 # How a final row was answered: local, fallback (a local profile answered by its cloud
 # model), cloud (a cloud profile) or error.

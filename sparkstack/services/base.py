@@ -17,6 +17,7 @@ from sparkstack_host.contract import (
 )
 
 from ..fleet import Fleet
+from ..host_facts import snapshot
 from ..host_package import wheel
 from ..operations import (
     deb_packages,
@@ -30,7 +31,6 @@ from ..operations import (
     wheel_unpacked,
 )
 from ..render import ca_file_name, pip_conf, pip_constraints, template
-from ..host_facts import snapshot
 from ..settings import HostSettings, SettingsError, resolve_controller_path
 
 

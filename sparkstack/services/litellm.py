@@ -35,7 +35,14 @@ from ..host_facts import snapshot
 from ..operations import put_file, unit_running
 from ..render import proxy_environment, template
 from ..settings import HostSettings
-from .base import host_package_alone, install, prepare, run_unit, write_secrets, write_unit
+from .base import (
+    host_package_alone,
+    install,
+    prepare,
+    run_unit,
+    write_secrets,
+    write_unit,
+)
 from .postgres import database_url
 
 

@@ -227,7 +227,7 @@ def boot(name: str, index: int, gpu: bool = True) -> SimHost:
     stop(name)
     address = _address(index)
     _setup_netns(name, address)
-    root = _prepare_root(name, gpu)
+    _prepare_root(name, gpu)
     # One apt archive per host name (apt locks it; parallel hosts must not share it),
     # kept between runs.
     apt_archives = CACHE / "apt-archives" / name
