@@ -34,14 +34,19 @@ def test_every_setting_of_defaults_yaml_has_a_rule():
     assert set(MODEL_RULES) == set(MODEL_DEFAULTS)
 
 
-@pytest.mark.parametrize("key", sorted(DEFAULTS))
-def test_each_setting_refuses_a_wrong_type_and_a_wrong_value(key):
-    rule, default = RULES[key], DEFAULTS[key]
+def assert_rule_refuses_both(key: str, rule, default) -> None:
+    """The rule takes its own default and refuses a wrong type and a wrong value."""
     assert rule.check(default) is None, f"{key}: its own default is refused"
     assert rule.check(wrong_type(default)) is not None, f"{key} takes a wrong type"
     assert rule.check(rule.bad) is not None, f"{key} takes {rule.bad!r}"
     if not isinstance(default, bool):  # true/false has no wrong value of its type
         assert isinstance(rule.bad, type(default)), f"{key}: give a wrong value, not type"
+
+
+@pytest.mark.parametrize("key", sorted(DEFAULTS))
+def test_each_setting_refuses_a_wrong_type_and_a_wrong_value(key):
+    rule, default = RULES[key], DEFAULTS[key]
+    assert_rule_refuses_both(key, rule, default)
     for bad in (wrong_type(default), rule.bad):
         found = refused({key: bad, "profiles": PROFILES, "litellm_model_aliases": {},
                          "models": []} if key not in ("profiles", "models",
@@ -53,11 +58,7 @@ def test_each_setting_refuses_a_wrong_type_and_a_wrong_value(key):
 @pytest.mark.parametrize("key", sorted(MODEL_DEFAULTS))
 def test_each_model_setting_refuses_a_wrong_type_and_a_wrong_value(key):
     rule, default = MODEL_RULES[key], MODEL_DEFAULTS[key]
-    assert rule.check(default) is None, f"{key}: its own default is refused"
-    assert rule.check(wrong_type(default)) is not None, f"{key} takes a wrong type"
-    assert rule.check(rule.bad) is not None, f"{key} takes {rule.bad!r}"
-    if not isinstance(default, bool):
-        assert isinstance(rule.bad, type(default)), f"{key}: give a wrong value, not type"
+    assert_rule_refuses_both(key, rule, default)
     for bad in (wrong_type(default), rule.bad):
         entry = {"name": "m", "model": "org/m", "port": 8000, key: bad}
         found = refused({"models": [entry], "profiles": {"p": {"local": ["m"]}},
