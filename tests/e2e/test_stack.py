@@ -753,6 +753,9 @@ def test_a_rebooted_spark_serves_from_the_cloud_then_locally_without_a_failure(s
     for t in stack.tunnels.values():
         t.close()
     stack.tunnels.clear()
+    cluster = ssh(stack.hosts[0], "systemctl list-units --plain --no-legend "
+                                  "'postgresql@*' | cut -d' ' -f1").stdout.split()
+    assert len(cluster) == 1, cluster
     host = stack.hosts[0] = fleet.reboot(stack.hosts[0])
     deadline = time.monotonic() + 180
     while True:
@@ -772,9 +775,11 @@ def test_a_rebooted_spark_serves_from_the_cloud_then_locally_without_a_failure(s
     assert traffic.failures() == []
     assert {p: traffic.sequence(p) for p in local} == {
         p: ["cloud", who] for p, who in local.items()}
-    # Open WebUI is the slowest to start; every unit gets there by itself
+    # Open WebUI is the slowest to start; every unit gets there by itself, the
+    # PostgreSQL cluster (behind the distribution's umbrella unit) included
+    units = [*UNITS, *cluster]
     deadline = time.monotonic() + 300
-    while (states := ssh(host, "systemctl is-active " + " ".join(UNITS),
-                         check=False).stdout.split()) != ["active"] * len(UNITS):
-        assert time.monotonic() < deadline, dict(zip(UNITS, states))
+    while (states := ssh(host, "systemctl is-active " + " ".join(units),
+                         check=False).stdout.split()) != ["active"] * len(units):
+        assert time.monotonic() < deadline, dict(zip(units, states))
         time.sleep(2)
