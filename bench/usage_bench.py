@@ -4,7 +4,8 @@
 
 Deploys one Spark (PostgreSQL, LiteLLM, vLLM stand-in), fills its request log with
 `--rows` requests spread over the last 7 days (profiles, hosts, keys, local, fallback,
-cloud and errors in fixed shares), then prints:
+cloud and errors in fixed shares; as one batch of the log's writer, so the rollups are
+kept too), then prints:
 - `sparkstack usage --since 7d` over them, as a table, `--json` and `--html` (median of
   3 each; target <= 2 s);
 - a request's median latency through LiteLLM with the request log on and off, the same
