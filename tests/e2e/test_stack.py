@@ -217,31 +217,6 @@ def test_vllm_refuses_requests_without_its_api_key(stack):
     assert out == "401"
 
 
-def test_open_webui_is_up_and_lists_the_profiles_from_litellm(stack):
-    base = stack.tunnel(8080).url
-    assert httpx.get(f"{base}/health", timeout=10).json() == {"status": True}
-    # The first account created on an Open WebUI is its admin.
-    signup = httpx.post(f"{base}/api/v1/auths/signup", timeout=30, json={
-        "name": "Spark Owner", "email": "owner@example.com", "password": "s3cret-Pass!"})
-    if signup.status_code != 200:  # re-run against a host that already has the admin
-        signup = httpx.post(f"{base}/api/v1/auths/signin", timeout=30, json={
-            "email": "owner@example.com", "password": "s3cret-Pass!"})
-    token = signup.json()["token"]
-    models = httpx.get(f"{base}/api/models", timeout=30,
-                       headers={"Authorization": f"Bearer {token}"}).json()["data"]
-    ids = {m["id"] for m in models}
-    assert ids == {"fast", "expert", "code", "cloud"}
-
-
-def test_clients_see_and_can_call_only_the_profiles(stack):
-    client = stack.openai()
-    assert {m.id for m in client.models.list()} == {"fast", "expert", "code", "cloud"}
-    for internal in ("fast-cloud-fallback", "openrouter/qwen/qwen3-4b:free"):
-        with pytest.raises(openai.BadRequestError):
-            client.chat.completions.create(
-                model=internal, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
-
-
 ARTIFACTS = REPO / ".sim" / "artifacts"
 PICKER = {"Fast — Qwen3 4B on this Spark", "Expert — Qwen3 Coder 30B on this Spark",
           "Code — Qwen3 Coder 30B on this Spark", "Cloud — OpenRouter"}
@@ -249,7 +224,7 @@ PICKER = {"Fast — Qwen3 4B on this Spark", "Expert — Qwen3 Coder 30B on this
 
 def test_open_webui_in_a_browser_offers_the_profiles_and_answers_from_the_local_model(
         stack):
-    """Headless Chromium signs in as the admin, finds exactly the profiles (by their
+    """Headless Chromium creates the admin account, finds exactly the profiles (by their
     display names) in the model picker, asks `fast`, and sees the local model's answer."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
@@ -261,9 +236,12 @@ def test_open_webui_in_a_browser_offers_the_profiles_and_answers_from_the_local_
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         try:
             page.goto(f"{base}/auth", wait_until="networkidle")
+            # a fresh Open WebUI: the first account, created here, is its admin
+            page.get_by_role("button", name="Get started").click()
+            page.get_by_placeholder("Enter Your Full Name").fill("Spark Owner")
             page.fill("input[type=email]", "owner@example.com")
             page.fill("input[type=password]", "s3cret-Pass!")
-            page.keyboard.press("Enter")
+            page.get_by_role("button", name="Create Admin Account").click()
             page.wait_for_url(lambda url: "/auth" not in url, timeout=60_000)
             page.wait_for_load_state("networkidle")
             # A new account is first shown the release notes ("What's New"), over the page.
@@ -290,6 +268,33 @@ def test_open_webui_in_a_browser_offers_the_profiles_and_answers_from_the_local_
         finally:
             browser.close()
     assert (ARTIFACTS / "openwebui-chat.png").stat().st_size > 10_000
+
+
+def test_open_webui_is_up_and_lists_the_profiles_from_litellm(stack):
+    base = stack.tunnel(8080).url
+    assert httpx.get(f"{base}/health", timeout=10).json() == {"status": True}
+    # The first account created on an Open WebUI is its admin (by the browser test, or
+    # here when it runs alone).
+    signup = httpx.post(f"{base}/api/v1/auths/signup", timeout=30, json={
+        "name": "Spark Owner", "email": "owner@example.com", "password": "s3cret-Pass!"})
+    if signup.status_code != 200:  # the browser test created it
+        signup = httpx.post(f"{base}/api/v1/auths/signin", timeout=30, json={
+            "email": "owner@example.com", "password": "s3cret-Pass!"})
+    assert signup.json()["role"] == "admin"
+    token = signup.json()["token"]
+    models = httpx.get(f"{base}/api/models", timeout=30,
+                       headers={"Authorization": f"Bearer {token}"}).json()["data"]
+    ids = {m["id"] for m in models}
+    assert ids == {"fast", "expert", "code", "cloud"}
+
+
+def test_clients_see_and_can_call_only_the_profiles(stack):
+    client = stack.openai()
+    assert {m.id for m in client.models.list()} == {"fast", "expert", "code", "cloud"}
+    for internal in ("fast-cloud-fallback", "openrouter/qwen/qwen3-4b:free"):
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(
+                model=internal, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
 
 
 def exposure(host, unit: str) -> float:
