@@ -18,5 +18,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 echo "[setup] installing sparkstack into .venv"
-.venv/bin/pip install -q --disable-pip-version-check -e ./checks -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/pip install -q --disable-pip-version-check -e ./checks -e '.[test,simulated]' 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c 'import sparkstack, sparkstack_host, pyinfra, openai, anthropic, pytest' 

@@ -50,12 +50,13 @@ def deploy(inventory: Path, pyinfra_args: tuple[str, ...]) -> None:
         if os.geteuid() != 0:
             raise click.ClickException("booting a simulated Spark needs root")
         from .simulated import fleet
-        from .simulated.inventory import write_inventory
+        from .simulated.__main__ import boot_inventory
 
         click.echo(f"No Spark listed in {inventory.name}: booting a local simulated Spark "
-                   "(systemd-nspawn; vLLM is its CPU stand-in, sparkstack/simulated).")
-        host = fleet.boot("spark1", 1)
-        inventory = write_inventory(SIM_INVENTORY, [host])
+                   "(systemd-nspawn, sparkstack/simulated).")
+        (host,), which = boot_inventory(SIM_INVENTORY, 1)
+        click.echo(which)
+        inventory = SIM_INVENTORY
     rc = subprocess.call([_pyinfra(), "-y", str(inventory), "deploy.py", *pyinfra_args],
                          cwd=REPO_ROOT)
     if rc == 0 and simulated:

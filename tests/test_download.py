@@ -6,7 +6,7 @@ import pytest
 from sparkstack_host import download, fit_inputs
 
 from tests import fit_models as fm
-from tests.doubles.hub_standin import HubStandin, commit_of
+from sparkstack.simulated.hub_standin import HubStandin, commit_of
 
 
 @pytest.fixture

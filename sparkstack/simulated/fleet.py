@@ -8,6 +8,10 @@ the package registries. The controller reaches them over SSH as root with a gene
 Shared caches (bind-mounted into every host, kept between runs on one machine):
 apt archives, the pip cache, and the machine's local wheels (/opt/wheels), so a fresh
 host installs quickly.
+
+Beside the hosts runs a Hub stand-in (hub_standin.py) on the bridge, serving the test
+models made on this machine (test_model.py) as Hugging Face repos, so a model reaches a
+simulated Spark the way a user's model reaches a Spark: downloaded from `hf_endpoint`.
 """
 
 from __future__ import annotations
@@ -37,7 +41,12 @@ BASE_PACKAGES = (
 BASE_ROOTFS = CACHE / f"rootfs-{SUITE}"
 SSH_KEY = CACHE / "ssh" / "id_ed25519"
 HERE = Path(__file__).resolve().parent
-STANDIN_WHEELS = CACHE / "standin-wheels"
+STANDIN_WHEELS = CACHE / "standin-wheels"  # the stand-in's and the CPU engine's wheels
+HUB_ROOT = CACHE / "hub"
+HUB_PORT = 8090
+HUB_ENDPOINT = f"http://{BRIDGE_ADDR}:{HUB_PORT}"
+# Hugging Face repo ids of the test models (test_model.py) and their seeds
+TEST_MODELS = {"sparkstack-test/tiny-chat": 0, "sparkstack-test/tiny-chat-b": 1}
 
 
 @dataclass
@@ -101,15 +110,19 @@ def ensure_ssh_key() -> Path:
 
 
 def ensure_standin_wheels() -> Path:
-    """Build the vLLM stand-in's wheel; hosts install it like any package from an index."""
+    """Build the vLLM stand-in's wheel and the CPU engine's (engine.py); hosts install
+    them like any package from a `pip_find_links` folder."""
+    from .engine import ensure_wheels
+
     sources = {HERE / "vllm_standin.py": "vllm_standin.py",
                HERE / "vllm_standin.pyproject.toml": "pyproject.toml"}
     STANDIN_WHEELS.mkdir(parents=True, exist_ok=True)
+    ensure_wheels(STANDIN_WHEELS)
     stamp = STANDIN_WHEELS / ".source-mtime"
     newest = max(p.stat().st_mtime for p in sources)
     if stamp.exists() and float(stamp.read_text()) >= newest:
         return STANDIN_WHEELS
-    for old in STANDIN_WHEELS.glob("*.whl"):
+    for old in STANDIN_WHEELS.glob("vllm_standin-*.whl"):
         old.unlink()
     with tempfile.TemporaryDirectory(prefix="simspark-") as tmp:
         for src, name in sources.items():
@@ -131,6 +144,58 @@ def ensure_nvml_standin() -> Path:
     NVML_LIB.parent.mkdir(parents=True, exist_ok=True)
     _run("cc", "-shared", "-fPIC", "-O2", "-Wall", "-o", str(NVML_LIB), str(NVML_SOURCE))
     return NVML_LIB
+
+
+def ensure_hub() -> str:
+    """The test models, and the Hub stand-in serving them on the bridge (started once,
+    left running until `down_all`); returns its endpoint, the hosts' `hf_endpoint`."""
+    from .test_model import build
+
+    for repo, seed in TEST_MODELS.items():
+        build(HUB_ROOT / repo, seed)
+    ensure_network()
+    info = STATE / "hub.json"
+    if info.exists():
+        try:
+            with socket.create_connection((BRIDGE_ADDR, HUB_PORT), timeout=1):
+                return HUB_ENDPOINT
+        except OSError:
+            _stop_pid(json.loads(info.read_text())["pid"])
+    STATE.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparkstack.simulated.hub_standin", str(HUB_ROOT),
+         "--host", BRIDGE_ADDR, "--port", str(HUB_PORT)],
+        stdin=subprocess.DEVNULL, stdout=open(STATE / "hub.log", "a"),
+        stderr=subprocess.STDOUT, start_new_session=True, cwd=HERE.parents[1])
+    info.write_text(json.dumps({"pid": proc.pid}))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((BRIDGE_ADDR, HUB_PORT), timeout=1):
+                return HUB_ENDPOINT
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the Hub stand-in did not answer at {HUB_ENDPOINT}; see "
+                       f"{STATE / 'hub.log'}")
+
+
+def stop_hub() -> None:
+    info = STATE / "hub.json"
+    if info.exists():
+        _stop_pid(json.loads(info.read_text())["pid"])
+        info.unlink(missing_ok=True)
+
+
+def _stop_pid(pid: int, grace: float = 5) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `grace` seconds."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(int(grace * 10)):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def ensure_network() -> None:
@@ -292,15 +357,7 @@ def stop(name: str) -> None:
     hdir = _host_dir(name)
     info = hdir / "host.json"
     if info.exists():
-        pid = json.loads(info.read_text())["pid"]
-        try:
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(150):
-                os.kill(pid, 0)
-                time.sleep(0.1)
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _stop_pid(json.loads(info.read_text())["pid"], grace=15)
         info.unlink(missing_ok=True)
     root = hdir / "root"
     if os.path.ismount(root):
@@ -331,3 +388,4 @@ def down_all() -> None:
     if STATE.is_dir():
         for hdir in sorted(p for p in STATE.iterdir() if p.is_dir()):
             stop(hdir.name)
+    stop_hub()

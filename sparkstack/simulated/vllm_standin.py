@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--generation-config", default=None)
     serve.add_argument("--uvicorn-log-level", default="info")
     serve.add_argument("--disable-log-requests", action="store_true")
+    serve.add_argument("--shutdown-timeout", type=int, default=0)
     return parser
 
 

@@ -131,7 +131,7 @@ def test_a_hub_model_too_big_is_refused_from_its_headers_without_a_download(pair
                                                                             tmp_path):
     """Not on the host yet: the fit gate reads the safetensors headers from the Hub
     (here the Hub stand-in, through hf_endpoint) by range requests."""
-    from tests.doubles.hub_standin import HubStandin
+    from sparkstack.simulated.hub_standin import HubStandin
     repo = tmp_path / "hub" / "Qwen" / "Qwen3-30B-A3B"
     fm.write_model(repo, fm.QWEN3_30B_A3B, fm.qwen3_moe(fm.QWEN3_30B_A3B))
     for shard in repo.glob("*.safetensors"):  # as if each shard carried its tensors

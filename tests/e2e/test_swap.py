@@ -26,7 +26,7 @@ from sparkstack.simulated.fleet import ssh
 from sparkstack.simulated.inventory import write_inventory
 from tests import fit_models as fm
 from tests.doubles.cloud_standin import CloudStandin
-from tests.doubles.hub_standin import HubStandin
+from sparkstack.simulated.hub_standin import HubStandin
 from tests.e2e.helpers import REPO, run_deploy, unit_starts
 from tests.e2e.traffic import Traffic
 

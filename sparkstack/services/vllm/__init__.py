@@ -28,7 +28,7 @@ from sparkstack_host.contract import (
 
 from ...fleet import Fleet
 from ...host_facts import Snapshot, snapshot
-from ...operations import ensure_dir, put_file, unit_stopped
+from ...operations import deb_packages, ensure_dir, put_file, unit_stopped
 from ...settings import HostSettings
 from ..base import install, prepare, run_unit, write_secrets, write_unit
 from . import fit
@@ -43,14 +43,24 @@ def requirements(s: HostSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def vllm_args(model: dict, bind_address: str) -> list[str]:
+# System calls the engine needs from the groups every unit is denied (@resources):
+# libzmq sets its threads' scheduling policy, and the engine pins its threads to cores
+# and its memory to NUMA nodes (the CPU engine always, CUDA builds for their workers).
+ENGINE_SYSTEM_CALLS = ("sched_setscheduler", "sched_setaffinity", "mbind",
+                       "set_mempolicy", "migrate_pages")
+
+
+def vllm_args(model: dict, bind_address: str, shutdown_timeout: int) -> list[str]:
     """The `vllm serve` command line for one model entry (the API key comes from the
-    unit's environment file as VLLM_API_KEY, never from the command line)."""
+    unit's environment file as VLLM_API_KEY, never from the command line).
+    `shutdown_timeout`: how long a stopping engine lets requests under way finish (by
+    default it aborts them)."""
     args = ["serve", model["model"], "--served-model-name", model["name"],
             "--host", bind_address, "--port", str(model["port"]),
             "--max-model-len", str(model["max_model_len"]),
             "--gpu-memory-utilization", str(model["gpu_memory_utilization"]),
-            "--max-num-seqs", str(model["max_num_seqs"])]
+            "--max-num-seqs", str(model["max_num_seqs"]),
+            "--shutdown-timeout", str(shutdown_timeout)]
     if model["revision"]:
         args += ["--revision", model["revision"]]
     if model["kv_cache_dtype"] != "auto":
@@ -68,6 +78,19 @@ def vllm_args(model: dict, bind_address: str) -> list[str]:
     if model["trust_remote_code"]:
         args += ["--trust-remote-code"]
     return args + list(model["extra_args"])
+
+
+UNIT_TEMPLATE = "vllm/vllm-model.service.j2"
+
+
+def unit_context(s: HostSettings, model: dict, bind: str) -> dict:
+    """What the unit template of one model needs besides the service's folders."""
+    return dict(model=model, args=vllm_args(model, bind, s["litellm_timeout"]),
+                environment={**s["vllm_environment"], **model["environment"]},
+                host_ip="127.0.0.1", offline=needs_download(s, model),
+                engine_system_calls=ENGINE_SYSTEM_CALLS,
+                health_url=f"{local_url(bind, model['port'])}/health",
+                gate=s.layout.host_program(GATE) if s.has("litellm") else "")
 
 
 def chosen_members(s: HostSettings, state: Snapshot,
@@ -104,7 +127,8 @@ def deploy(s: HostSettings, fleet: Fleet, secrets: dict,
     """`choose`: swap group -> member to run from now on (`sparkstack swap`)."""
     svc = prepare(s, "vllm", s["vllm_user"])
     layout = s.layout
-    for sub in ("", "huggingface", "vllm", "triton"):
+    deb_packages(name="Install libnuma (vLLM's NUMA placement)", packages=["libnuma1"])
+    for sub in ("", "huggingface", "vllm", "triton", "torchinductor"):
         path = layout.cache_dir("vllm", sub)
         ensure_dir(name=f"Create vLLM cache {path}", path=path, user=svc.user,
                    group=svc.user, mode="750")
@@ -115,11 +139,8 @@ def deploy(s: HostSettings, fleet: Fleet, secrets: dict,
     state = snapshot()
     chosen = chosen_members(s, state, choose)
     runs = [m for m in s.models if not m["swap_group"] or chosen[m["swap_group"]] == m["name"]]
-    units = {m["name"]: write_unit(
-        svc, vllm_unit(m["name"]), "vllm/vllm-model.service.j2", model=m,
-        args=vllm_args(m, bind), environment={**s["vllm_environment"], **m["environment"]},
-        health_url=f"{local_url(bind, m['port'])}/health",
-        gate=layout.host_program(GATE) if s.has("litellm") else "") for m in s.models}
+    units = {m["name"]: write_unit(svc, vllm_unit(m["name"]), UNIT_TEMPLATE,
+                                   **unit_context(s, m, bind)) for m in s.models}
     restart_all = venv.will_change or key.will_change
 
     starting = [m for m in runs if not state.running(vllm_unit(m["name"]))

@@ -1,4 +1,5 @@
-"""TEST DOUBLE for the Hugging Face Hub's file and model API, for `hf_endpoint`.
+"""STAND-IN for the Hugging Face Hub's file and model API, for `hf_endpoint` (the
+simulated Sparks cannot reach huggingface.co).
 
 Serves a folder laid out as <org>/<repo>/<file> the way the Hub does:
 `/<org>/<repo>/resolve/<revision>/<file>` (with HTTP range requests, answered 206),
@@ -6,13 +7,19 @@ Serves a folder laid out as <org>/<repo>/<file> the way the Hub does:
 `/api/models/<org>/<repo>/revision/<rev>` (the same with each file's size and the
 commit, a fixed hash of the repo). It counts the bytes and requests it serves, so tests
 can tell header reads from downloads and when a download happened.
+
+    python -m sparkstack.simulated.hub_standin ROOT --host ADDRESS --port N
+
+serves ROOT until it is stopped (the simulated fleet runs it for its test models).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,3 +92,19 @@ class HubStandin:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sparkstack.simulated.hub_standin")
+    p.add_argument("root", type=Path)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    args = p.parse_args(argv)
+    hub = HubStandin(args.root, args.host, args.port)
+    print(f"Hub stand-in serving {args.root} at {hub.endpoint}", flush=True)
+    hub.server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
