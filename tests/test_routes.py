@@ -167,3 +167,52 @@ def test_litellm_restarts_for_its_settings_and_reloads_for_its_routes():
                                                             "litellm_num_retries": 3}}))
     assert settings_changed(before, routes_plan(retries["a"], retries))
     assert not settings_changed(None, routes_plan(retries["a"], retries))
+
+
+class SlowMetrics:
+    """An engine's /metrics: each request takes the next of `delays` seconds to answer
+    (the real CPU engine held it for a whole generation) and reports the next of
+    `running` requests, then none."""
+
+    def __init__(self, delays: list[float], running: list[int]):
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        delay, answers = iter(delays), iter(running)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                time.sleep(next(delay, 0))
+                body = (f'vllm:num_requests_running{{model_name="m"}} {next(answers, 0)}\n'
+                        'vllm:num_requests_waiting{model_name="m"} 0\n').encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_drain_waits_for_an_engine_too_busy_to_answer_its_metrics_in_time():
+    # answers: too late (a busy engine, not an idle one), 1 running, 1 running, idle
+    engine = SlowMetrics(delays=[0.5, 0, 0, 0], running=[1, 1, 1, 0])
+    lines = []
+    backend = Backend(url=engine.url, served_name="m", max_model_len=1, local=True)
+    routes.wait_idle(backend, timeout=20, log=lines.append, probe_timeout=0.2)
+    engine.server.shutdown()
+    assert lines[0] == "routes: m is drained; waiting for its 1 request(s) under way"
+    assert lines[-1].startswith("routes: m finished its requests after")
+
+
+def test_a_drain_of_an_engine_that_no_longer_listens_returns_at_once():
+    lines = []
+    backend = Backend(url="http://127.0.0.1:1", served_name="m", max_model_len=1, local=True)
+    routes.wait_idle(backend, timeout=20, log=lines.append)
+    assert lines == []

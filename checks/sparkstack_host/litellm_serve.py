@@ -58,6 +58,23 @@ def apply_routes() -> None:
                 ", ".join(sorted({d["model_info"]["id"] for d in router.get_model_list()})))
 
 
+def keep_tool_schemas() -> None:
+    """LiteLLM's hosted_vllm provider strips a tool's `strict` and its schemas'
+    `additionalProperties` before it calls vLLM, and vLLM holds a forced tool call
+    (`tool_choice` naming a function) to the tool's schema only when `strict` is set:
+    through LiteLLM a forced call came back with arguments such as `true`, which the
+    Anthropic format cannot even return. vLLM accepts both fields, so they are passed
+    on as the client sent them."""
+    from litellm.llms.hosted_vllm.chat import transformation
+
+    for name in ("_remove_strict_from_schema", "_remove_additional_properties"):
+        if hasattr(transformation, name):
+            setattr(transformation, name, lambda tools: tools)
+        else:  # another LiteLLM release: say so rather than guess
+            log.warning("sparkstack-litellm-serve: litellm has no %s; tool schemas are "
+                        "passed to vLLM as this release does", name)
+
+
 def try_apply() -> None:
     try:
         apply_routes()
@@ -121,6 +138,7 @@ def main() -> int:
     # a SIGHUP before LiteLLM has started is kept for later, never fatal
     asked = threading.Event()
     signal.signal(signal.SIGHUP, lambda *_: asked.set())
+    keep_tool_schemas()
     # the family (AF_INET or AF_INET6) is read from the descriptor itself
     sock = socket.socket(fileno=SD_LISTEN_FDS_START)
     asyncio.run(serve(sock, args.graceful, asked))

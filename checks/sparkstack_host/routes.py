@@ -138,21 +138,40 @@ def apply_to_litellm() -> str:
     return f"{unit} restarted (reload failed: {reloaded.stderr.strip()})"
 
 
-def wait_idle(backend, timeout: float, log) -> None:
-    """Wait until a drained model has finished the requests it was given (vLLM's
-    num_requests_running and _waiting gauges), so stopping it cuts none."""
-    deadline = time.monotonic() + timeout
-    busy = -1.0
+def requests_in_engine(url: str, timeout: float = 5) -> float | None:
+    """Requests a vLLM engine is running or has queued (its num_requests_running and
+    _waiting gauges); None when nothing listens there any more."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=timeout).text
+    except httpx.ConnectError:
+        return None
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting")))
+
+
+def wait_idle(backend, timeout: float, log, probe_timeout: float = 10) -> None:
+    """Wait until a drained model has finished the requests it was given, so stopping
+    it cuts none. A busy engine may answer /metrics only after seconds (the real one on
+    a loaded CPU held it for a whole generation): only a closed port means idle."""
+    deadline = start = time.monotonic()
+    deadline += timeout
+    busy, said = -1.0, False
     while time.monotonic() < deadline:
         try:
-            text = httpx.get(f"{backend.url}/metrics", timeout=5).text
-        except httpx.HTTPError:
-            return  # not answering: nothing to wait for
-        busy = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(("vllm:num_requests_running",
-                                       "vllm:num_requests_waiting")))
+            busy = requests_in_engine(backend.url, probe_timeout)
+        except httpx.HTTPError:  # slow to answer: still working
+            continue
+        if busy is None:
+            return  # not listening: nothing to wait for
         if busy == 0:
+            if said:
+                log(f"routes: {backend.served_name} finished its requests after "
+                    f"{time.monotonic() - start:.1f} s")
             return
+        if not said:
+            log(f"routes: {backend.served_name} is drained; waiting for its {busy:.0f} "
+                "request(s) under way")
+            said = True
         time.sleep(0.2)
     log(f"routes: {backend.served_name} still has {busy:.0f} request(s) after "
         f"{timeout:.0f} s; stopping anyway")

