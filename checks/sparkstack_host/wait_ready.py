@@ -37,6 +37,9 @@ def listening_uids(port: int) -> set[int]:
     return uids
 
 
+POLL = 0.1  # seconds between /health probes: the route goes on this soon after the port opens
+
+
 def held_by_a_stranger(port: int) -> bool:
     """Someone listens on the port, and not as this service's user (which this program,
     its ExecStartPost, runs as)."""
@@ -84,7 +87,7 @@ def main() -> int:
             last = f"HTTP {e.code}"
         except OSError as e:
             last = str(getattr(e, "reason", e))
-        time.sleep(0.5)
+        time.sleep(POLL)
     print(f"sparkstack-wait-ready: {args.url} not ready after {args.timeout:.0f} s ({last})",
           file=sys.stderr)
     return 1
