@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from .settings import REPO_ROOT
+from .project import WORKDIR, playbook
 
-SIM_INVENTORY = REPO_ROOT / ".sim" / "inventory.py"
+SIM_INVENTORY = WORKDIR / ".sim" / "inventory.py"
 
 
 def inventory_hosts(path: Path) -> list:
@@ -57,15 +57,15 @@ def deploy(inventory: Path, pyinfra_args: tuple[str, ...]) -> None:
         (host,), which = boot_inventory(SIM_INVENTORY, 1)
         click.echo(which)
         inventory = SIM_INVENTORY
-    rc = subprocess.call([_pyinfra(), "-y", str(inventory), "deploy.py", *pyinfra_args],
-                         cwd=REPO_ROOT)
+    rc = subprocess.call([_pyinfra(), "-y", str(inventory), playbook("deploy.py"),
+                          *pyinfra_args], cwd=WORKDIR)
     if rc == 0 and simulated:
         click.echo(
             "\nThe simulated Spark is up. Reach its services through SSH, as on a real one:\n"
             f"  ssh -i {fleet.SSH_KEY} -L 4000:127.0.0.1:4000 -L 8080:127.0.0.1:8080 "
             f"root@{host.address}\n"
             "  LiteLLM: http://127.0.0.1:4000 (UI at /ui), Open WebUI: http://127.0.0.1:8080\n"
-            f"  Keys and passwords: {REPO_ROOT / '.secrets' / 'hosts' / 'spark1.json'}\n"
+            f"  Keys and passwords: {WORKDIR / '.secrets' / 'hosts' / 'spark1.json'}\n"
             "  Stop it with: .venv/bin/python -m sparkstack.simulated down")
     sys.exit(rc)
 
@@ -77,11 +77,11 @@ def deploy(inventory: Path, pyinfra_args: tuple[str, ...]) -> None:
 def swap(inventory: str, limit: tuple[str, ...], model: str) -> None:
     """Run MODEL instead of the other members of its swap group, one Spark at a time
     (the same as `pyinfra INVENTORY swap.py --data model=MODEL`)."""
-    args = [_pyinfra(), "-y", str(Path(inventory).resolve()), "swap.py", "--data",
+    args = [_pyinfra(), "-y", str(Path(inventory).resolve()), playbook("swap.py"), "--data",
             f"model={model}"]
     for pattern in limit:
         args += ["--limit", pattern]
-    sys.exit(subprocess.call(args, cwd=REPO_ROOT))
+    sys.exit(subprocess.call(args, cwd=WORKDIR))
 
 
 @main.command()
@@ -99,14 +99,14 @@ def update(inventory: str, batch: str, limit: tuple[str, ...], yes: bool, force:
     """Apply the inventory's versions one batch of Sparks at a time; a host that fails
     is rolled back and the rollout stops (the same as `pyinfra INVENTORY update.py`)."""
     args = [_pyinfra(), *(["-y"] if yes else []), str(Path(inventory).resolve()),
-            "update.py", "--data", f"batch={batch}"]
+            playbook("update.py"), "--data", f"batch={batch}"]
     if force:
         args += ["--data", "force=1"]
     if rollback:
         args += ["--data", "rollback=1"]
     for pattern in limit:
         args += ["--limit", pattern]
-    sys.exit(subprocess.call(args, cwd=REPO_ROOT))
+    sys.exit(subprocess.call(args, cwd=WORKDIR))
 
 
 @main.command()

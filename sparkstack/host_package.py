@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .settings import REPO_ROOT
+from .project import HOST_PACKAGE_SOURCE as SOURCE
+from .project import WORKDIR
 
-SOURCE = REPO_ROOT / "checks"
-BUILDS = REPO_ROOT / "build" / "host-package"
+BUILDS = WORKDIR / "build" / "host-package"
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
 
 

@@ -13,9 +13,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sparkstack_host.contract import CA_BUNDLE
 
 from .fleet import Fleet
-from .settings import REPO_ROOT, HostSettings
+from .project import TEMPLATES
+from .settings import HostSettings
 
-TEMPLATES = REPO_ROOT / "templates"
 _jinja = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 _jinja.filters["shquote"] = shlex.quote

@@ -49,7 +49,8 @@ from sparkstack_host.contract import (
 
 from .fleet import Fleet
 from .host_facts import Snapshot
-from .settings import REPO_ROOT, HostSettings
+from .project import WORKDIR, playbook
+from .settings import HostSettings
 
 CHECKPOINT_NAME = "before-update"
 
@@ -295,7 +296,7 @@ class HostUpdate:
         self._log("deploy the inventory's versions (new venvs beside the old ones)")
         proc = gevent.subprocess.run(
             [str(Path(sys.executable).with_name("pyinfra")), "-y", self.inventory,
-             "deploy.py", "--limit", self.host], cwd=REPO_ROOT, capture_output=True,
+             playbook("deploy.py"), "--limit", self.host], cwd=WORKDIR, capture_output=True,
             text=True)
         for line in proc.stdout.splitlines() + proc.stderr.splitlines():
             if line.startswith("    [") or "Grand total" in line:

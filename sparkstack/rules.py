@@ -30,6 +30,9 @@ VERSION = re.compile(r"^\d+(\.\d+){1,3}((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$")
 REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9_,.-]+\])?"
                          r"\s*((===?|!=|~=|<=?|>=?)\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*$")
 WHEEL_URL = re.compile(r"^https?://\S+\.whl$")
+# PEP 508's direct reference: `name[extras] @ URL`, as pip documents it
+DIRECT_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9_,.-]+\])?\s*@\s*"
+                              r"(https?|file)://\S+$")
 REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 FLAG = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_-]*(=\S+)?$|^[^\s-]\S*$")
@@ -192,9 +195,12 @@ def root_path(v):
 
 
 def package(v):
-    if isinstance(v, str) and (REQUIREMENT.match(v) or WHEEL_URL.match(v)) and v.strip():
+    if isinstance(v, str) and v.strip() and (REQUIREMENT.match(v) or WHEEL_URL.match(v)
+                                             or DIRECT_REFERENCE.match(v)):
         return None
-    return "must be a pip requirement such as vllm==0.33.0, or an https URL of a wheel"
+    return ("must be a pip requirement such as vllm==0.33.0, a direct reference such as "
+            "vllm @ https://host/vllm-0.33.0-cp312-abi3-linux_aarch64.whl, or an https URL "
+            "of a wheel")
 
 
 def constraint(v):

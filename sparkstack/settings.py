@@ -11,17 +11,15 @@ import ipaddress
 import re
 from copy import deepcopy
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 from pyinfra.api.exceptions import PyinfraError
 from sparkstack_host.contract import Layout
 
+from .project import DEFAULTS_FILE, controller_path
 from .rules import MODEL_RULES, ROLES, RULES, Rule, controls
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULTS_FILE = REPO_ROOT / "defaults.yaml"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -250,9 +248,7 @@ def _check_fleet(hosts: list[HostSettings], problems: list[str]) -> None:
                                 f"{', '.join(profiles)}")
 
 
-def resolve_controller_path(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else REPO_ROOT / p
+resolve_controller_path = controller_path
 
 
 def validate_inventory(host_datas: dict[str, dict[str, Any]]) -> list[HostSettings]:

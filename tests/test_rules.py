@@ -106,3 +106,18 @@ def test_a_tool_call_parser_is_one_vllm_knows():
                      "profiles": {"p": {"local": ["m"]}}, "litellm_model_aliases": {}})
     assert "tool_call_parser = 'qwen3': must be one of deepseek_v3" in found[0]
     assert "qwen3_coder" in found[0] and "qwen3_xml" in found[0]
+
+
+@pytest.mark.parametrize("requirement", [
+    "vllm==0.33.0", "vllm[flashinfer]>=0.33,<0.34",
+    "https://example.org/vllm-0.33.0+cu130-cp38-abi3-manylinux_2_28_aarch64.whl",
+    "vllm @ https://example.org/vllm-0.33.0+cu130-cp38-abi3-manylinux_2_28_aarch64.whl",
+    "vllm[audio] @ file:///srv/wheels/vllm-0.33.0-cp38-abi3-linux_aarch64.whl"])
+def test_every_form_of_requirement_pip_documents_is_a_vllm_package(requirement):
+    assert RULES["vllm_package"].check(requirement) is None
+
+
+@pytest.mark.parametrize("requirement", ["vllm @ ", "vllm @ ftp://host/v.whl",
+                                         "vllm @ https://host/v.whl ; rm -rf /"])
+def test_a_direct_reference_without_a_usable_url_is_refused(requirement):
+    assert "direct reference" in RULES["vllm_package"].check(requirement)

@@ -11,7 +11,8 @@ from sparkstack_host.contract import POSTGRES_CLUSTER_UNIT, POSTGRES_UNIT, UNIT_
 from ..host_facts import snapshot
 from ..operations import deb_packages, put_file, unit_running
 from ..render import template
-from ..settings import REPO_ROOT, HostSettings
+from ..project import FILES
+from ..settings import HostSettings
 
 # The PostgreSQL major version each supported distribution ships.
 PACKAGED_VERSIONS = {("debian", 12): 15, ("debian", 13): 17,
@@ -57,7 +58,7 @@ def deploy(s: HostSettings, secrets: dict) -> None:
                     dest=f"{etc}/conf.d/sparkstack.conf", user="postgres",
                     group="postgres", mode="644")
     hba = put_file(name="Configure PostgreSQL client authentication",
-                   src=str(REPO_ROOT / "files" / "postgres" / "pg_hba.conf"),
+                   src=str(FILES / "postgres" / "pg_hba.conf"),
                    dest=f"{etc}/pg_hba.conf", user="postgres", group="postgres",
                    mode="640")
     sandbox = put_file(
