@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sparkstack_host.contract import backend_id, http_url
+
 from .settings import HostSettings
 
 
@@ -20,11 +22,11 @@ class Replica:
 
     @property
     def id(self) -> str:
-        return f"{self.host}:{self.port}"
+        return backend_id(self.host, self.port)
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}:{self.port}"
+        return http_url(self.address, self.port)
 
     @property
     def api_base(self) -> str:

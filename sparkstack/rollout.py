@@ -44,6 +44,7 @@ from sparkstack_host.contract import (
     LITELLM_UNIT,
     OPENWEBUI_UNIT,
     Layout,
+    backend_id,
     vllm_unit,
 )
 
@@ -414,7 +415,7 @@ def write_inventory_copy(inventory) -> str:
 
 def for_host(plan: Rollout, s: HostSettings, fleet: Fleet,
              rollback_only: bool = False) -> HostUpdate:
-    backends = {f"{s.name}:{m['port']}": [h.name for h in fleet.litellm_hosts_routing_to(s, m)]
+    backends = {backend_id(s.name, m["port"]): [h.name for h in fleet.litellm_hosts_routing_to(s, m)]
                 for m in s.models}
     return HostUpdate(
         rollout=plan, host=s.name, layout=s.layout, inventory=plan.inventory,

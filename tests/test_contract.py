@@ -78,3 +78,12 @@ def test_every_path_follows_the_roots():
 def test_services_are_reached_where_they_listen(bind, url):
     assert local_url(bind, 4000) == url
     assert reach_address(bind) in url
+
+
+def test_a_backend_on_an_ipv6_address_is_reached_in_brackets():
+    from sparkstack.fleet import Replica
+    replica = Replica(host="spark-2", address="fd00::2", port=8000, served_name="m",
+                      max_model_len=1024)
+    assert replica.url == "http://[fd00::2]:8000"
+    assert replica.api_base == "http://[fd00::2]:8000/v1"
+    assert replica.id == "spark-2:8000"

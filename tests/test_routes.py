@@ -3,7 +3,14 @@ routes only for ready backends, profiles without one go straight to the cloud.""
 
 import pytest
 from sparkstack_host import routes
-from sparkstack_host.contract import Backend, Layout, RoutesPlan
+from sparkstack_host.contract import (
+    Backend,
+    Layout,
+    RoutesPlan,
+    assemble_config,
+    local_routes,
+    render_config,
+)
 
 from sparkstack.fleet import Fleet
 from sparkstack.render import template
@@ -43,21 +50,21 @@ def test_the_plan_survives_its_file_format(plan):
 
 
 def test_all_ready_is_the_full_config(plan):
-    assert routes.assemble(plan, set(plan.backends)) == plan.config
+    assert assemble_config(plan, set(plan.backends)) == plan.config
 
 
 def test_nothing_ready_sends_every_local_profile_to_its_cloud_model(plan):
-    config = routes.assemble(plan, set())
+    config = assemble_config(plan, set())
     got = names_and_bases(config)
     assert got["fast"] == ["openrouter/qwen/qwen3-4b:free"]
     assert got["code"] == ["openrouter/qwen/qwen3-coder:free"]
     assert got["claude-*"] == ["openrouter/qwen/qwen3-coder:free"]
     assert got["cloud"] == ["openrouter/qwen/qwen3-235b-a22b:free"]
-    assert not routes.local_routes(config)
+    assert not local_routes(config)
 
 
 def test_one_ready_backend_keeps_the_profile_local_and_its_fallback(plan):
-    config = routes.assemble(plan, {"b:8000"})
+    config = assemble_config(plan, {"b:8000"})
     got = names_and_bases(config)
     # the local model first (order 1), its cloud model only when it fails (order 2)
     assert got["fast"] == ["b:8000", "openrouter/qwen/qwen3-4b:free"]
@@ -71,10 +78,10 @@ def test_one_ready_backend_keeps_the_profile_local_and_its_fallback(plan):
 def test_config_written_by_the_gate_is_yaml_and_tells_what_is_routed(plan, tmp_path):
     import yaml
     path = tmp_path / "config.yaml"
-    path.write_text(routes.render(routes.assemble(plan, {"a:8000"})))
-    assert yaml.safe_load(path.read_text()) == routes.assemble(plan, {"a:8000"})
+    path.write_text(render_config(assemble_config(plan, {"a:8000"})))
+    assert yaml.safe_load(path.read_text()) == assemble_config(plan, {"a:8000"})
     assert routes.routed_backends(path) == {"a:8000"}
-    assert routes.local_routes(routes.read_config(path)) == {("fast", "a:8000")}
+    assert local_routes(routes.read_config(path)) == {("fast", "a:8000")}
 
 
 def layout_in(tmp_path) -> Layout:
@@ -145,7 +152,7 @@ def test_a_deploy_leaves_routes_alone_when_one_member_of_each_swap_group_is_rout
                                                          "solo": {"local": ["solo"]}}}}))
     plan = routes_plan(fleet["s"], fleet)
     assert plan.backends["s:8000"].swap_group == "g" and not plan.backends["s:8002"].swap_group
-    text = lambda ready: routes.render(routes.assemble(plan, ready))
+    text = lambda ready: render_config(assemble_config(plan, ready))
     assert routes_complete(plan, text({"s:8000", "s:8002"}))      # night stands by
     assert routes_complete(plan, text({"s:8001", "s:8002"}))      # day stands by
     assert not routes_complete(plan, text({"s:8000"}))            # solo is missing

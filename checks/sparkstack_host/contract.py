@@ -8,6 +8,7 @@ name or one of these file formats. Standard library only.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -138,10 +139,24 @@ def reach_address(bind: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(bind, bind)
 
 
+def http_url(address: str, port: int) -> str:
+    """http://address:port, an IPv6 address in brackets."""
+    return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
+
+
 def local_url(bind: str, port: int) -> str:
     """http://address:port of a service bound to `bind`, reached from the host itself."""
-    address = reach_address(bind)
-    return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
+    return http_url(reach_address(bind), port)
+
+
+def backend_id(host: str, port: int) -> str:
+    """How the fleet names one vLLM unit: the routes, the drains, the swaps."""
+    return f"{host}:{port}"
+
+
+def backend_host(backend: str) -> str:
+    """The host of a backend id."""
+    return backend.rsplit(":", 1)[0]
 
 
 # --- environment files (systemd EnvironmentFile=) ---------------------------------------
@@ -292,6 +307,36 @@ class RoutesPlan:
 
 
 BACKEND_KEY = "sparkstack_backend"   # model_info key naming a local route's backend
+
+# --- LiteLLM's config.yaml, as the readiness gate writes it from the plan -----------------
+CONFIG_HEADER = "# Written by sparkstack's readiness gate (sparkstack-routes) from routes.json.\n"
+
+
+def assemble_config(plan: RoutesPlan, ready: set[str]) -> dict:
+    """LiteLLM's config with the local routes whose backend is in `ready`. A profile
+    left without a local route keeps its cloud model (the plan's lower-priority
+    deployment), which then serves it directly."""
+    config = copy.deepcopy(plan.config)
+    config["model_list"] = [e for e in config["model_list"]
+                            if e.get("model_info", {}).get(BACKEND_KEY) in (None, *ready)]
+    return config
+
+
+def render_config(config: dict) -> str:
+    # JSON is YAML: neither side needs a YAML library for it.
+    return CONFIG_HEADER + json.dumps(config, indent=1, sort_keys=True) + "\n"
+
+
+def read_config_text(text: str) -> dict:
+    return json.loads(text.removeprefix(CONFIG_HEADER)) if text.startswith(CONFIG_HEADER) \
+        else {}
+
+
+def local_routes(config: dict) -> set[tuple[str, str]]:
+    """(profile, backend) of every local route in a LiteLLM config."""
+    return {(e["model_name"], e["model_info"][BACKEND_KEY])
+            for e in config.get("model_list", [])
+            if BACKEND_KEY in e.get("model_info", {})}
 
 
 # --- the request log (LiteLLM's database on each LiteLLM host) ---------------------------

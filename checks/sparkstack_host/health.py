@@ -34,6 +34,7 @@ from .contract import (
     ManifestModel,
     RoutesPlan,
     load_env_file,
+    local_routes,
 )
 
 HEADROOM_GIB = 2.0
@@ -134,7 +135,7 @@ def check_routes(layout: Layout) -> tuple[bool, str, str]:
     """Does LiteLLM route to every model its plan names? A model that is not ready
     leaves its profiles on the cloud until the gate sees it ready."""
     plan = RoutesPlan.from_json(Path(layout.routes_plan).read_text())
-    local = routes.local_routes(routes.read_config(Path(layout.litellm_config)))
+    local = local_routes(routes.read_config(Path(layout.litellm_config)))
     routed = {backend for _, backend in local}
     drained = routes.drained(layout) & set(plan.backends)  # on purpose: a swap, an update
     standing_by = {bid for bid, b in plan.backends.items() if b.swap_group} - routed

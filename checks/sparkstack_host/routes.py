@@ -27,7 +27,6 @@ LiteLLM that routes to it before the model stops; a deploy ends with
 from __future__ import annotations
 
 import argparse
-import copy
 import fcntl
 import json
 import os
@@ -40,47 +39,21 @@ from pathlib import Path
 import httpx
 
 from .contract import (
-    BACKEND_KEY,
     DEFAULT_CONFIG_ROOT,
     GATE,
     LITELLM_UNIT,
     Layout,
     RoutesPlan,
+    assemble_config,
     load_env_file,
+    local_routes,
+    read_config_text,
+    render_config,
 )
 from .ready import probe
 
-HEADER = "# Written by sparkstack's readiness gate (sparkstack-routes) from routes.json.\n"
-
-
-def assemble(plan: RoutesPlan, ready: set[str]) -> dict:
-    """LiteLLM's config with the local routes whose backend is in `ready`. A profile
-    left without a local route keeps its cloud model (the plan's lower-priority
-    deployment), which then serves it directly."""
-    config = copy.deepcopy(plan.config)
-    config["model_list"] = [e for e in config["model_list"]
-                            if e.get("model_info", {}).get(BACKEND_KEY) in (None, *ready)]
-    return config
-
-
-def render(config: dict) -> str:
-    # JSON is YAML: the checks need no YAML library.
-    return HEADER + json.dumps(config, indent=1, sort_keys=True) + "\n"
-
-
-def read_config_text(text: str) -> dict:
-    return json.loads(text.removeprefix(HEADER)) if text.startswith(HEADER) else {}
-
-
 def read_config(path: Path) -> dict:
     return read_config_text(path.read_text() if path.is_file() else "")
-
-
-def local_routes(config: dict) -> set[tuple[str, str]]:
-    """(profile, backend) of every local route in a LiteLLM config."""
-    return {(e["model_name"], e["model_info"][BACKEND_KEY])
-            for e in config.get("model_list", [])
-            if BACKEND_KEY in e.get("model_info", {})}
 
 
 def routed_backends(config_path: Path) -> set[str]:
@@ -199,7 +172,7 @@ def gate(layout: Layout, drain: list[str] = (), undrain: list[str] = (),
         env = load_env_file(layout.secrets_env("litellm"))
         states = probe_backends(plan, drained(layout), env.get("VLLM_API_KEY"))
         ready = {bid for bid, state in states.items() if state == "ready"}
-        text = render(assemble(plan, ready))
+        text = render_config(assemble_config(plan, ready))
         old = config_path.read_text() if config_path.is_file() else ""
         changed = text != old
         if changed:

@@ -26,9 +26,13 @@ from sparkstack_host.contract import (
     UNIT_DIR,
     Backend,
     RoutesPlan,
+    assemble_config,
+    backend_host,
+    local_routes,
     local_url,
+    read_config_text,
+    render_config,
 )
-from sparkstack_host.routes import assemble, local_routes, read_config_text, render
 
 from ..fleet import Fleet
 from ..host_facts import snapshot
@@ -240,10 +244,10 @@ def routes_complete(plan: RoutesPlan, config_text: str | None) -> bool:
     groups: dict[tuple[str, str], set[str]] = {}
     for bid, b in plan.backends.items():
         if b.swap_group:
-            groups.setdefault((bid.rsplit(":", 1)[0], b.swap_group), set()).add(bid)
+            groups.setdefault((backend_host(bid), b.swap_group), set()).add(bid)
     alone = {bid for bid, b in plan.backends.items() if not b.swap_group}
     return (alone <= routed and all(members & routed for members in groups.values())
-            and render(assemble(plan, routed)) == config_text)
+            and render_config(assemble_config(plan, routed)) == config_text)
 
 
 @operation()

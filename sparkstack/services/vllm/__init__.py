@@ -22,6 +22,7 @@ from sparkstack_host.contract import (
     UNIT_DIR,
     VLLM_UNIT_GLOB,
     Manifest,
+    backend_id,
     local_url,
     vllm_unit,
 )
@@ -196,7 +197,7 @@ def plan_swap(s: HostSettings, fleet: Fleet, state: Snapshot, starting: list[dic
               units: dict, choose: dict | None, venv) -> None:
     """The swap: the transaction that runs once the new unit files are written."""
     def unit_of(model: dict) -> Unit:
-        return Unit(vllm_unit(model["name"]), f"{s.name}:{model['port']}",
+        return Unit(vllm_unit(model["name"]), backend_id(s.name, model["port"]),
                     [h.name for h in fleet.litellm_hosts_routing_to(s, model)])
 
     try:  # ports of units dropped from the inventory: from the last deploy's manifest
@@ -211,7 +212,7 @@ def plan_swap(s: HostSettings, fleet: Fleet, state: Snapshot, starting: list[dic
             stop.append(unit_of(by_unit[u]))
         else:  # dropped from the inventory: only its own host's LiteLLM still routes it
             port = recorded[u].port if u in recorded else 0
-            stop.append(Unit(u, f"{s.name}:{port}", [s.name] if s.has("litellm") else []))
+            stop.append(Unit(u, backend_id(s.name, port), [s.name] if s.has("litellm") else []))
     layout = s.layout
     previous = {path: state.content(path) for path in (layout.manifest, layout.routes_plan)
                 if state.content(path) is not None}
