@@ -15,7 +15,7 @@ from pyinfra.api.exceptions import PyinfraError
 
 from sparkstack.context import current_host
 from sparkstack.host_facts import snapshot
-from sparkstack.services import litellm, vllm
+from sparkstack.services import base, litellm, registry, vllm
 
 settings, fleet, secrets = current_host(host, run_arguments=("model",))
 model = host.data.get("model")
@@ -28,7 +28,9 @@ if model not in members:
 
 groups = {m["swap_group"] for m in settings.models if m["name"] == model}
 snapshot()  # what the host has now, in one round trip
+deployment = base.Deployment(settings, fleet, secrets, registry.on(settings),
+                             choose={group: model for group in groups})
 if groups:
-    vllm.deploy(settings, fleet, secrets, choose={group: model for group in groups})
+    vllm.deploy(deployment)
 if settings.has("litellm"):
-    litellm.route_ready_models(settings, fleet)
+    litellm.route_ready_models(deployment)

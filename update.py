@@ -17,11 +17,11 @@ from sparkstack import rollout
 from sparkstack.context import current_host
 
 settings, fleet, secrets = current_host(host, run_arguments=("batch", "force", "rollback"))
-plan = rollout.plan_once(fleet, batch=str(host.data.get("batch") or "1"),
-                         force=bool(host.data.get("force")),
-                         rollback=bool(host.data.get("rollback")))
-if plan.plan.get(host.name) or host.data.get("rollback"):
-    update = rollout.for_host(plan, settings, fleet,
+run = rollout.plan_once(batch=str(host.data.get("batch") or "1"),
+                        force=bool(host.data.get("force")),
+                        rollback=bool(host.data.get("rollback")))
+if run.plan.changes.get(host.name) or host.data.get("rollback"):
+    update = rollout.for_host(run, settings, fleet,
                               rollback_only=bool(host.data.get("rollback")))
     python.call(name="Update this Spark (in its batch's turn)", function=update.run)
 else:

@@ -7,7 +7,7 @@ import fnmatch
 import json
 import shlex
 
-from .remote import inventory_hosts
+from .host_shell import inventory_hosts
 from .settings import resolve_controller_path, validate_inventory
 
 QUIET = {"DISABLE_TELEMETRY": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",

@@ -5,28 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import click
 
+from .host_shell import inventory_hosts
 from .project import WORKDIR, playbook
 
 SIM_INVENTORY = WORKDIR / ".sim" / "inventory.py"
-
-
-def inventory_hosts(path: Path) -> list:
-    """Host entries of a pyinfra inventory file (top-level lists/tuples of hosts)."""
-    found = []
-    for name, value in runpy.run_path(str(path)).items():
-        if name.startswith("_") or not isinstance(value, (list, tuple)):
-            continue
-        hosts = value[0] if (isinstance(value, tuple) and len(value) == 2
-                             and isinstance(value[1], dict)) else value
-        found.extend(hosts)
-    return found
 
 
 def _pyinfra() -> str:

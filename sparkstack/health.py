@@ -1,35 +1,33 @@
 """`sparkstack health`: run the host package's health check on every host of the
-inventory in parallel over SSH, then print one table (or JSON)."""
+inventory in parallel, then print one table (or JSON)."""
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sparkstack_host.contract import HEALTH
 
-from .remote import inventory_hosts, run_program
+from .host_shell import HostShell, shells_of
 
 
-def check_host(host) -> list[dict]:
+def check_host(shell: HostShell) -> list[dict]:
     start = time.monotonic()
-    proc = run_program(host, HEALTH, "--json")
     try:
-        rows = json.loads(proc.stdout)
-    except json.JSONDecodeError:
+        rows = shell.program_json(HEALTH, "--json")
+    except Exception as e:  # unreachable, not deployed: a row of its own, never a crash
         rows = [{"check": "checks on the host", "ok": False,
                  "seconds": round(time.monotonic() - start, 2),
-                 "detail": (proc.stderr or proc.stdout).strip()[-300:] or f"exit {proc.returncode}",
+                 "detail": str(e).strip()[-300:] or type(e).__name__,
                  "advice": "is the host reachable over SSH, and was it deployed? "
                            "(pyinfra inventory.py deploy.py)"}]
-    return [{"host": host.name, **row} for row in rows]
+    return [{"host": shell.name, **row} for row in rows]
 
 
 def run(inventory_path: str, limit: tuple[str, ...] = ()) -> list[dict]:
-    hosts = inventory_hosts(inventory_path, limit)
-    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-        return [row for rows in pool.map(check_host, hosts) for row in rows]
+    shells = shells_of(inventory_path, limit)
+    with ThreadPoolExecutor(max_workers=max(1, len(shells))) as pool:
+        return [row for rows in pool.map(check_host, shells) for row in rows]
 
 
 def table(rows: list[dict]) -> str:

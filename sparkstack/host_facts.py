@@ -16,7 +16,6 @@ from pathlib import Path
 from types import ModuleType
 
 import gevent
-import gevent.lock
 from pyinfra import host
 from pyinfra.api import FactBase
 from sparkstack_host import host_state
@@ -122,16 +121,15 @@ class Snapshot:
         return d["id"].lower(), int(major) if major.isdigit() else None
 
 
-_snapshots: dict[str, Snapshot] = {}
-_prefetching = gevent.lock.Semaphore()
-
-
 def snapshot() -> Snapshot:
     """The current host's state as the run found it (read once per host and run; the
     first call reads every host of the run, in parallel)."""
-    with _prefetching:  # the hosts are planned in parallel greenlets
-        if not _snapshots:
-            from pyinfra import state
+    from pyinfra import state
+
+    from .context import current_run
+    run = current_run(state)
+    with run.guard:  # the hosts are planned in parallel greenlets
+        if not run.snapshots:
             prefetch(list(state.inventory.get_active_hosts()))
     return snapshot_of(host)
 
@@ -142,13 +140,16 @@ def prefetch(hosts: list) -> None:
 
 
 def snapshot_of(target) -> Snapshot:
-    if target.name not in _snapshots:
-        from pyinfra import state
+    """`target`'s state, read once per run; it reads the host and writes nothing."""
+    from pyinfra import state
+
+    from .context import current_run
+    snapshots = current_run(state).snapshots
+    if target.name not in snapshots:
         from pyinfra.api.facts import get_fact
         from pyinfra.context import ctx_host
 
-        from .context import current_host
-        s = current_host(target)[0]
+        s = current_run(state).fleet[target.name]
         hashed, stat_only = watched(s)
         args = [f"--hash={p}" for p in hashed] + [f"--stat={p}" for p in stat_only]
         # what a failed swap puts back: units, manifest, routes, the swap choices
@@ -162,5 +163,5 @@ def snapshot_of(target) -> Snapshot:
         args += [f"--packages={p}" for p in PACKAGES]
         with ctx_host.use(target):
             data = get_fact(state, target, HostState, args=(tuple(args),))
-        _snapshots[target.name] = Snapshot(data, hashed + stat_only)
-    return _snapshots[target.name]
+        snapshots[target.name] = Snapshot(data, hashed + stat_only)
+    return snapshots[target.name]

@@ -20,7 +20,6 @@ from sparkstack_host.contract import Layout
 from .project import DEFAULTS_FILE, controller_path
 from .rules import MODEL_RULES, ROLES, RULES, Rule, controls
 
-
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                          r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")

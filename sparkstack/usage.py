@@ -5,14 +5,13 @@ and the headline ("local answered 93.0% of 12,345 requests; fallback cost $0.00"
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 from sparkstack_host.contract import USAGE
 
-from .remote import inventory_hosts, run_program
+from .host_shell import shells_of
 from .settings import load_defaults
 
 KINDS = ("local", "fallback", "cloud", "errors")
@@ -72,20 +71,14 @@ def headline(total: dict) -> str:
 
 def run(inventory_path: str, limit: tuple[str, ...], since: str, by: str) -> dict:
     defaults = load_defaults()
-    hosts = [h for h in inventory_hosts(inventory_path, limit)
-             if "litellm" in (h.data.get("roles") or defaults["roles"])]
-    if not hosts:
+    shells = [shell for shell in shells_of(inventory_path, limit)
+              if "litellm" in (shell.host.data.get("roles") or defaults["roles"])]
+    if not shells:
         raise RuntimeError("no host of the inventory runs LiteLLM")
-
-    def one(host) -> dict:
-        proc = run_program(host, USAGE, "--since", since, "--by", by)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{host.name}: {(proc.stderr or proc.stdout).strip()}")
-        return json.loads(proc.stdout)
-
-    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-        report = merge(list(pool.map(one, hosts)))
-    report.update(since=since, by=by, hosts=[h.name for h in hosts])
+    with ThreadPoolExecutor(max_workers=len(shells)) as pool:
+        report = merge(list(pool.map(
+            lambda shell: shell.program_json(USAGE, "--since", since, "--by", by), shells)))
+    report.update(since=since, by=by, hosts=[shell.name for shell in shells])
     return report
 
 

@@ -2,6 +2,8 @@
 them, the manifest and the routes plan through their file formats, paths from the
 three roots."""
 
+import json
+
 import pytest
 from sparkstack_host.contract import (
     Layout,
@@ -44,7 +46,7 @@ def test_env_file_refuses_control_characters(bad):
 def test_manifest_round_trips_and_records_each_model_budget():
     host = validate_inventory({"s": {"install_root": "/srv/opt", "config_root": "/srv/etc",
                                      "state_root": "/srv/var"}})[0]
-    m = manifest(host, Fleet([host]))
+    m = manifest(host, Fleet([host]), ["litellm", "openwebui"])
     again = Manifest.from_json(m.to_json())
     assert again == m
     assert again.layout == Layout("/srv/opt", "/srv/etc", "/srv/var")
@@ -87,3 +89,10 @@ def test_a_backend_on_an_ipv6_address_is_reached_in_brackets():
     assert replica.url == "http://[fd00::2]:8000"
     assert replica.api_base == "http://[fd00::2]:8000/v1"
     assert replica.id == "spark-2:8000"
+
+
+def test_a_manifest_written_before_it_listed_databases_still_names_them():
+    host = validate_inventory({"s": {}})[0]
+    data = json.loads(manifest(host, Fleet([host]), ["litellm"]).to_json())
+    del data["databases"]
+    assert Manifest.from_json(json.dumps(data)).databases == ["litellm", "openwebui"]

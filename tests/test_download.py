@@ -5,8 +5,8 @@ import httpx
 import pytest
 from sparkstack_host import download, fit_inputs
 
-from tests import fit_models as fm
 from sparkstack.simulated.hub_standin import HubStandin, commit_of
+from tests import fit_models as fm
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import pytest
 
 from sparkstack.fleet import Fleet
 from sparkstack.host_facts import Snapshot
-from sparkstack.rollout import batches, changes, would_go_dark
-from sparkstack.services import base
+from sparkstack.rollout.plan import batches, changes, would_go_dark
+from sparkstack.services import registry
 from sparkstack.settings import validate_inventory
 
 
@@ -39,9 +39,9 @@ def test_an_update_lists_each_venv_that_differs_from_the_inventory():
                                   "request_log": False}})[0]
     layout = s.layout
     files, contents = {}, {}
-    for service, _, requirements in base.venvs(s):
+    for service, _, requirements in registry.venvs(s):
         files[f"{layout.service_root(service)}/current"] = {
-            "type": "l", "target": f"venvs/{base.venv_id(s, requirements)}"}
+            "type": "l", "target": f"venvs/{registry.venv_id(s, requirements)}"}
     # LiteLLM still runs the release before
     files[f"{layout.service_root('litellm')}/current"]["target"] = "venvs/0123456789abcdef"
     contents[f"{layout.venv('litellm')}/sparkstack-requirements.txt"] = \

@@ -4,7 +4,7 @@
     sparkstack-backup [--config-root DIR] --restore DB [FILE] restore DB (newest dump)
     sparkstack-backup [--config-root DIR] --list
 
-Each database (LiteLLM's, Open WebUI's) is dumped with pg_dump (custom format) into
+Each database the manifest lists (LiteLLM's, Open WebUI's) is dumped with pg_dump (custom format) into
 `<state_root>/backups/DB-YYYYmmdd-HHMMSS.dump`, root-only, then read back with
 pg_restore --list to prove it is whole; the newest N of each are kept. A restore
 replaces the database's contents with the dump's (pg_restore --clean).
@@ -20,8 +20,6 @@ from pathlib import Path
 
 from .contract import DEFAULT_CONFIG_ROOT, Layout, Manifest
 
-DATABASES = ("litellm", "openwebui")
-
 
 def folder(layout: Layout) -> Path:
     return Path(layout.state_dir("backups"))
@@ -30,10 +28,6 @@ def folder(layout: Layout) -> Path:
 def _as_postgres(*cmd: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], cwd="/",
                           capture_output=True, **kw)
-
-
-def databases(roles: list[str]) -> list[str]:
-    return [db for db in DATABASES if db in roles]
 
 
 def dump(layout: Layout, db: str, keep: int) -> Path:
@@ -93,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             for path in sorted(folder(layout).glob("*.dump")):
                 print(f"{path.name}\t{path.stat().st_size} bytes")
         else:
-            for db in databases(manifest.roles):
+            for db in manifest.databases:
                 path = dump(layout, db, max(1, args.keep))
                 print(f"backup: {db} -> {path} ({path.stat().st_size} bytes, reads back)")
     except (OSError, RuntimeError) as e:

@@ -230,6 +230,7 @@ class Manifest:
     roles: list[str]
     layout: Layout
     models: list[ManifestModel] = field(default_factory=list)
+    databases: list[str] = field(default_factory=list)   # its services' PostgreSQL databases
     postgres_port: int = 5432
     litellm_address: str = "127.0.0.1"
     litellm_port: int = 4000
@@ -248,6 +249,9 @@ class Manifest:
                              f"{MANIFEST_SCHEMA}: re-deploy this host")
         data["layout"] = Layout(**data["layout"])
         data["models"] = [ManifestModel(**m) for m in data["models"]]
+        # written before the manifest listed them: the two services that had one
+        data.setdefault("databases", [r for r in ("litellm", "openwebui")
+                                      if r in data["roles"]])
         return cls(**data)
 
     @classmethod

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from .contract import (
     render_config,
 )
 from .ready import probe
+
 
 def read_config(path: Path) -> dict:
     return read_config_text(path.read_text() if path.is_file() else "")

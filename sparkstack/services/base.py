@@ -1,9 +1,12 @@
 """What every Spark needs before any service (trusted CAs, proxies, pip settings, the
-host package, the manifest), and the Service helper every service deploys with."""
+host package, the manifest), how a service describes itself (`ServiceInfo`), and the
+Service helper every service deploys with. It knows no concrete service: the registry
+(`sparkstack.services.registry`) lists them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from io import StringIO
 
 from pyinfra.operations import server
@@ -34,12 +37,46 @@ from ..render import ca_file_name, pip_conf, pip_constraints, template
 from ..settings import HostSettings, SettingsError, resolve_controller_path
 
 
-def manifest(s: HostSettings, fleet: Fleet) -> Manifest:
+@dataclass
+class Deployment:
+    """What a service's deploy is given: the host's settings, the fleet, the host's
+    secrets, and the services this host runs (from the registry)."""
+
+    s: HostSettings
+    fleet: Fleet
+    secrets: dict
+    services: list[ServiceInfo]
+    choose: dict[str, str] = field(default_factory=dict)   # swap group -> member to run
+
+    @property
+    def databases(self) -> list[str]:
+        """The PostgreSQL databases (and roles) of the services this host runs."""
+        return [svc.database for svc in self.services if svc.database]
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """A service as the rest of sparkstack sees it: the deploy runs `deploy` on each host
+    whose roles name `role` (then `finish`, once every service had its turn); the update
+    compares `requirements` (what its venv is built from) and restarts `units` after a
+    rollback; the bind check reads `bind_setting`; backups dump `database`."""
+
+    role: str
+    label: str
+    deploy: Callable[[Deployment], None]
+    requirements: Callable[[HostSettings], str] | None = None
+    units: Callable[[HostSettings], list[str]] = lambda s: []
+    bind_setting: str = ""
+    database: str = ""
+    finish: Callable[[Deployment], None] | None = None
+
+
+def manifest(s: HostSettings, fleet: Fleet, databases: list[str]) -> Manifest:
     """What this host runs, for the programs on the host and for later deploys (no
     secrets)."""
     bind = fleet.vllm_bind_address(s)
     return Manifest(
-        host=s.name, roles=s.roles, layout=s.layout,
+        host=s.name, roles=s.roles, layout=s.layout, databases=databases,
         models=[ManifestModel(name=m["name"], model=m["model"], port=m["port"],
                               address=bind, max_model_len=m["max_model_len"],
                               gpu_memory_utilization=m["gpu_memory_utilization"],
@@ -50,24 +87,28 @@ def manifest(s: HostSettings, fleet: Fleet) -> Manifest:
         openwebui_port=s["openwebui_port"])
 
 
-def check_bind_addresses(s: HostSettings, fleet: Fleet) -> None:
+def check_bind_addresses(d: Deployment) -> None:
     """Refuse, before anything changes, an address this host cannot listen on (a
     service bound to it would never start, and LiteLLM's socket would take the front
-    door down)."""
-    wanted = [("vllm_bind_address", fleet.vllm_bind_address(s), s.has("vllm")),
-              ("litellm_bind_address", s["litellm_bind_address"], s.has("litellm")),
-              ("openwebui_bind_address", s["openwebui_bind_address"], s.has("openwebui"))]
+    door down). vLLM's address is the fleet's choice (loopback unless another Spark's
+    LiteLLM routes to it)."""
+    s = d.s
+    wanted = [(svc.bind_setting, s[svc.bind_setting]) for svc in d.services
+              if svc.bind_setting]
+    if s.has("vllm"):
+        wanted.append(("vllm_bind_address", d.fleet.vllm_bind_address(s)))
     found = snapshot()
-    for key, address, used in wanted:
-        if used and not found.can_bind(address):
+    for key, address in wanted:
+        if not found.can_bind(address):
             raise SettingsError([
                 f"host {s.name}: {key} = {address!r}: not an address of this host; "
                 f"use one of {', '.join(found.data.get('addresses', []))} or 0.0.0.0"])
 
 
-def deploy(s: HostSettings, fleet: Fleet):
+def deploy(d: Deployment):
     """Prepare the host; returns the operation installing the host package."""
-    check_bind_addresses(s, fleet)
+    s = d.s
+    check_bind_addresses(d)
     ca_changed = False
     for i, path in enumerate(s["extra_ca_certificates"]):
         op = put_file(name=f"Trust extra CA certificate {path}",
@@ -92,7 +133,8 @@ def deploy(s: HostSettings, fleet: Fleet):
     put_file(name="Write pip constraints for sparkstack's venvs",
              src=StringIO(pip_constraints(s)), dest=layout.pip_constraints, mode="644")
     put_file(name="Describe this host's services (manifest)",
-             src=StringIO(manifest(s, fleet).to_json()), dest=layout.manifest, mode="644")
+             src=StringIO(manifest(s, d.fleet, d.databases).to_json()),
+             dest=layout.manifest, mode="644")
     return install_host_package(s)
 
 
@@ -116,19 +158,6 @@ def install_host_package(s: HostSettings):
     host_wheel(s.layout)
     return install(Service("host", "root", s), f"the host package ({wheel().sha256[:12]})",
                    host_requirements(s))
-
-
-def venvs(s: HostSettings) -> list[tuple[str, str, str]]:
-    """(service, label, requirements) of every venv this host runs from."""
-    from . import litellm, openwebui, vllm
-    found = [("host", "host package", host_requirements(s))]
-    if s.has("vllm"):
-        found.append(("vllm", "vLLM", vllm.requirements(s)))
-    if s.has("litellm"):
-        found.append(("litellm", "LiteLLM", litellm.requirements(s)))
-    if s.has("openwebui"):
-        found.append(("openwebui", "Open WebUI", openwebui.requirements(s)))
-    return found
 
 
 def venv_id(s: HostSettings, requirements: str) -> str:

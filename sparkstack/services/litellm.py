@@ -40,6 +40,8 @@ from ..operations import put_file, unit_running
 from ..render import proxy_environment, template
 from ..settings import HostSettings
 from .base import (
+    Deployment,
+    ServiceInfo,
     host_package_alone,
     install,
     prepare,
@@ -192,7 +194,8 @@ def url(s: HostSettings) -> str:
     return local_url(s["litellm_bind_address"], s["litellm_port"])
 
 
-def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
+def deploy(d: Deployment) -> None:
+    s, fleet, secrets = d.s, d.fleet, d.secrets
     svc = prepare(s, "litellm", s["litellm_user"])
     layout = s.layout
     venv = install(svc, f"LiteLLM {s['litellm_version']}", requirements(s))
@@ -260,12 +263,19 @@ def routes_current(plan: RoutesPlan, config: str, command: str):
     yield command
 
 
-def route_ready_models(s: HostSettings, fleet: Fleet) -> None:
+def route_ready_models(d: Deployment) -> None:
     """Last step of a deploy: once the models (on every Spark) had their chance to
     become ready, add their routes, and let models on other Sparks that a run left
     drained back in. Nothing to do when LiteLLM already routes to all."""
+    s, fleet = d.s, d.fleet
     layout = s.layout
     routes_current(name="Route profiles to the models that are ready",
                    plan=routes_plan(s, fleet), config=layout.litellm_config,
                    command=f"{layout.host_program(GATE)} --config-root "
                            f"{layout.config_root} --undrain-remote --apply")
+
+
+SERVICE = ServiceInfo(role="litellm", label="LiteLLM", deploy=deploy,
+                      requirements=requirements, units=lambda s: [LITELLM_UNIT],
+                      bind_setting="litellm_bind_address", database="litellm",
+                      finish=route_ready_models)

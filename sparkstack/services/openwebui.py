@@ -9,13 +9,12 @@ from pyinfra import host
 from pyinfra.api import operation
 from sparkstack_host.contract import LITELLM_UNIT, OPENWEBUI_UNIT, local_url
 
-from ..fleet import Fleet
 from ..host_facts import snapshot
 from ..operations import ensure_dir, put_file
 from ..render import proxy_environment
 from ..settings import HostSettings
 from . import litellm
-from .base import activate, install, prepare, write_secrets
+from .base import Deployment, ServiceInfo, activate, install, prepare, write_secrets
 from .postgres import database_url
 
 
@@ -24,7 +23,8 @@ def requirements(s: HostSettings) -> str:
     return f"open-webui[postgres]=={s['openwebui_version']}\n"
 
 
-def deploy(s: HostSettings, fleet: Fleet, secrets: dict) -> None:
+def deploy(d: Deployment) -> None:
+    s, fleet, secrets = d.s, d.fleet, d.secrets
     svc = prepare(s, "openwebui", s["openwebui_user"])
     ensure_dir(name="Create Open WebUI's data folder", path=f"{svc.state_dir}/data",
                user=svc.user, group=svc.user, mode="750")
@@ -91,3 +91,8 @@ def picker_entries(sql_file: str, wanted: str):
         return
     yield (f"cd / && runuser -u postgres -- psql -X -q -d openwebui -f {sql_file} && "
            f"cp {sql_file} {sql_file}.applied")
+
+
+SERVICE = ServiceInfo(role="openwebui", label="Open WebUI", deploy=deploy,
+                      requirements=requirements, units=lambda s: [OPENWEBUI_UNIT],
+                      bind_setting="openwebui_bind_address", database="openwebui")

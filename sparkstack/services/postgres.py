@@ -10,14 +10,14 @@ from sparkstack_host.contract import POSTGRES_CLUSTER_UNIT, POSTGRES_UNIT, UNIT_
 
 from ..host_facts import snapshot
 from ..operations import deb_packages, put_file, unit_running
-from ..render import template
 from ..project import FILES
+from ..render import template
 from ..settings import HostSettings
+from .base import Deployment, ServiceInfo
 
 # The PostgreSQL major version each supported distribution ships.
 PACKAGED_VERSIONS = {("debian", 12): 15, ("debian", 13): 17,
                      ("ubuntu", 22): 14, ("ubuntu", 24): 16}
-CONSUMERS = ("litellm", "openwebui")
 
 
 @operation()
@@ -34,9 +34,11 @@ def postgres_apply(sql_file: str, roles: list[str], databases: list[str],
     yield f"cd / && sudo -u postgres psql -X -q -d postgres < {sql_file}"
 
 
-def consumers(s: HostSettings, secrets: dict) -> list[dict]:
-    return [{"role": role, "database": role, "password": secrets[f"postgres_{role}_password"]}
-            for role in CONSUMERS if s.has(role)]
+def consumers(d: Deployment) -> list[dict]:
+    """A database and a role of the same name for each service on this host that has
+    one, with its generated password."""
+    return [{"role": db, "database": db, "password": d.secrets[f"postgres_{db}_password"]}
+            for db in d.databases]
 
 
 def database_url(s: HostSettings, secrets: dict, consumer: str) -> str:
@@ -44,7 +46,8 @@ def database_url(s: HostSettings, secrets: dict, consumer: str) -> str:
     return f"postgresql://{consumer}:{password}@127.0.0.1:{s['postgres_port']}/{consumer}"
 
 
-def deploy(s: HostSettings, secrets: dict) -> None:
+def deploy(d: Deployment) -> None:
+    s = d.s
     distribution = snapshot().distribution
     version = PACKAGED_VERSIONS.get(distribution)
     if version is None:
@@ -70,7 +73,7 @@ def deploy(s: HostSettings, secrets: dict) -> None:
     unit_running(name="Run PostgreSQL", unit=POSTGRES_UNIT,
                  restarted=conf.will_change or hba.will_change or sandbox.will_change,
                  daemon_reload=sandbox.will_change)
-    wanted = consumers(s, secrets)
+    wanted = consumers(d)
     if not wanted:
         return
     sql_file = f"{s.layout.conf_dir('postgres')}/roles.sql"
@@ -81,3 +84,6 @@ def deploy(s: HostSettings, secrets: dict) -> None:
                    sql_file=sql_file, roles=[c["role"] for c in wanted],
                    databases=[c["database"] for c in wanted],
                    sql_changed=sql.will_change)
+
+
+SERVICE = ServiceInfo(role="postgres", label="PostgreSQL", deploy=deploy)

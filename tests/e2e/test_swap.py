@@ -23,10 +23,10 @@ from sparkstack_host.contract import Layout
 
 from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import ssh
+from sparkstack.simulated.hub_standin import HubStandin
 from sparkstack.simulated.inventory import write_inventory
 from tests import fit_models as fm
 from tests.doubles.cloud_standin import CloudStandin
-from sparkstack.simulated.hub_standin import HubStandin
 from tests.e2e.helpers import REPO, run_deploy, unit_starts
 from tests.e2e.traffic import Traffic
 

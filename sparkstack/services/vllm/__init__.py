@@ -31,7 +31,15 @@ from ...fleet import Fleet
 from ...host_facts import Snapshot, snapshot
 from ...operations import deb_packages, ensure_dir, put_file, unit_stopped
 from ...settings import HostSettings
-from ..base import install, prepare, run_unit, write_secrets, write_unit
+from ..base import (
+    Deployment,
+    ServiceInfo,
+    install,
+    prepare,
+    run_unit,
+    write_secrets,
+    write_unit,
+)
 from . import fit
 from .swap import Swap, Unit
 
@@ -123,9 +131,9 @@ def download_command(s: HostSettings, model: dict) -> str:
                        "--endpoint", s["hf_endpoint"]])
 
 
-def deploy(s: HostSettings, fleet: Fleet, secrets: dict,
-           choose: dict[str, str] | None = None) -> None:
-    """`choose`: swap group -> member to run from now on (`sparkstack swap`)."""
+def deploy(d: Deployment) -> None:
+    """`d.choose`: swap group -> member to run from now on (`sparkstack swap`)."""
+    s, fleet, secrets, choose = d.s, d.fleet, d.secrets, d.choose or None
     svc = prepare(s, "vllm", s["vllm_user"])
     layout = s.layout
     deb_packages(name="Install libnuma (vLLM's NUMA placement)", packages=["libnuma1"])
@@ -229,13 +237,22 @@ def plan_swap(s: HostSettings, fleet: Fleet, state: Snapshot, starting: list[dic
     if choose:
         record[layout.swap_choices] = json.dumps(chosen, indent=1, sort_keys=True) + "\n"
         previous.setdefault(layout.swap_choices, state.content(layout.swap_choices))
+    from pyinfra import state as run_state
+
+    from ...context import current_run
+    run = current_run(run_state)
+    involved = {s.name, *(h for u in stop + [unit_of(m) for m in starting]
+                          for h in u.litellm_hosts)}
     transaction = Swap(
-        host=s.name, layout=layout, mode=planned.mode, stop=stop,
-        start=[unit_of(m) for m in starting],
-        downloads=[(m["model"], m["revision"]) for m in starting if needs_download(s, m)],
-        drop_caches=planned.drop_caches, previous=previous, links=links,
-        vllm_user=s["vllm_user"],
-        hf_endpoint=s["hf_endpoint"], record=record,
-        layouts={h.name: h.layout for h in fleet.hosts.values() if h.has("litellm")},
+        host=s.name, shells={name: run.shell(run_state.inventory.get_host(name))
+                             for name in involved},
+        mode=planned.mode, stop=stop, start=[unit_of(m) for m in starting],
+        downloads=[(m["model"], m["revision"], download_command(s, m))
+                   for m in starting if needs_download(s, m)],
+        drop_caches=planned.drop_caches, previous=previous, links=links, record=record,
         disable=[u for u in going], remove=[p for p in stale])
     python.call(name=f"Swap models: {transaction.describe()}", function=transaction.run)
+
+
+SERVICE = ServiceInfo(role="vllm", label="vLLM", deploy=deploy, requirements=requirements,
+                      units=lambda s: [vllm_unit(m["name"]) for m in s.models])

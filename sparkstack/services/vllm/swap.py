@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from io import StringIO
 
 import gevent.lock
 from pyinfra import logger
-from pyinfra.api import StringCommand
 from pyinfra.api.exceptions import PyinfraError
-from sparkstack_host.contract import DOWNLOAD, GATE, Layout
 
+from ...host_shell import HostShell
 from .fit import MAKE_BEFORE_BREAK
 
 # One swap at a time in the whole fleet: the other Sparks keep serving meanwhile.
@@ -46,17 +44,14 @@ class Unit:
 @dataclass
 class Swap:
     host: str
-    layout: Layout
+    shells: dict[str, HostShell]     # this host's and its models' LiteLLM hosts'
     mode: str
     stop: list[Unit]                 # running units that stop for good (or stand by)
     start: list[Unit]                # units that start (or restart, when also in stop)
-    downloads: list[tuple[str, str]] = field(default_factory=list)   # (repo, revision)
+    downloads: list[tuple[str, str, str]] = field(default_factory=list)  # repo, rev, command
     drop_caches: bool = False
     previous: dict[str, str | None] = field(default_factory=dict)    # path: text or None
     links: dict[str, str] = field(default_factory=dict)   # venv link: where it pointed
-    vllm_user: str = "vllm"
-    hf_endpoint: str = ""
-    layouts: dict[str, Layout] = field(default_factory=dict)  # of the LiteLLM hosts
     record: dict[str, str] = field(default_factory=dict)   # path: text, once it worked
     disable: list[str] = field(default_factory=list)       # units that stand by or go
     remove: list[str] = field(default_factory=list)        # their files, for those that go
@@ -67,36 +62,14 @@ class Swap:
         start = ", ".join(u.unit for u in self.start) or "nothing"
         return f"swap ({self.mode}): stop {stop}; start {start}"
 
-    # --- running commands on this and other hosts --------------------------------------
+    # --- commands on this and other hosts ---------------------------------------------------
     def _log(self, message: str) -> None:
         self.log_lines.append(message)
         logger.info(f"    [{self.host}] {message}")
 
-    @staticmethod
-    def _host(name: str):
-        from pyinfra import state
-        h = state.inventory.get_host(name)
-        if not h.connected:  # e.g. left out by --limit, yet its LiteLLM routes here
-            h.connect(reason="to drain or route a model it routes to",
-                      raise_exceptions=True)
-        return h
-
-    def _run(self, host_name: str, command: str, stream: bool = False) -> tuple[bool, str]:
-        h = self._host(host_name)
-        ok, output = h.run_shell_command(StringCommand(command), print_output=stream,
-                                         _sudo=bool(h.data.get("_sudo")))
-        return ok, "\n".join(line.line for line in output)
-
-    def _must(self, host_name: str, command: str, stream: bool = False) -> str:
-        ok, out = self._run(host_name, command, stream)
-        if not ok:
-            raise RuntimeError(f"{host_name}: `{command}` failed:\n{out[-1500:]}")
-        return out
-
-    def _gate(self, host_name: str, *args: str) -> None:
-        layout = self.layouts[host_name]
-        self._must(host_name, shlex.join([layout.host_program(GATE), "--config-root",
-                                          layout.config_root, *args, "--apply"]))
+    @property
+    def _shell(self) -> HostShell:
+        return self.shells[self.host]
 
     def _others(self, unit: Unit) -> list[str]:
         """LiteLLM hosts other than this one (its own is drained by the unit's hooks)."""
@@ -104,54 +77,47 @@ class Swap:
 
     # --- the steps -------------------------------------------------------------------------
     def _download(self) -> None:
-        for repo, revision in self.downloads:
+        for repo, revision, command in self.downloads:
             self._log(f"download {repo}@{revision or 'main'} while the old model serves")
-            self._must(self.host, shlex.join([
-                "runuser", "-u", self.vllm_user, "--",
-                self.layout.host_program(DOWNLOAD), repo, "--revision", revision or "main",
-                "--hf-home", self.layout.cache_dir("vllm", "huggingface"),
-                "--endpoint", self.hf_endpoint]), stream=True)
+            self._shell.must(command, stream=True)
 
     def _drain_and_stop(self, unit: Unit) -> None:
         for other in self._others(unit):
             self._log(f"drain {unit.backend} out of {other}'s LiteLLM")
-            self._gate(other, "--drain", unit.backend)
+            self.shells[other].gate("--drain", unit.backend)
         self._log(f"stop {unit.unit} (its own LiteLLM drains it first)")
-        self._must(self.host, f"systemctl stop {unit.unit}")
+        self._shell.must(f"systemctl stop {unit.unit}")
 
     def _start_and_route(self, unit: Unit) -> None:
         self._log(f"start {unit.unit}; returns once the model answers")
-        ok, out = self._run(self.host, f"systemctl start {unit.unit}")
+        ok, _ = self._shell.run(f"systemctl start {unit.unit}")
         if not ok:
-            _, journal = self._run(self.host, f"journalctl -u {unit.unit} -n 25 --no-pager "
-                                              "-o cat")
-            raise NotReady(unit.unit, journal)
+            raise NotReady(unit.unit, self._shell.journal(unit.unit))
         for other in self._others(unit):
             self._log(f"route {unit.backend} on {other}'s LiteLLM")
-            self._gate(other, "--undrain", unit.backend)
+            self.shells[other].gate("--undrain", unit.backend)
 
     def _restore(self, started: list[Unit], stopped: list[Unit]) -> None:
+        shell = self._shell
         for unit in started:
-            self._run(self.host, f"systemctl stop {unit.unit}; "
-                                 f"systemctl reset-failed {unit.unit}")
-        h = self._host(self.host)
+            shell.run(f"systemctl stop {unit.unit}; systemctl reset-failed {unit.unit}")
         for path, text in self.previous.items():
             if text is None:
-                self._run(self.host, f"rm -f {shlex.quote(path)}")
+                shell.run(f"rm -f {shlex.quote(path)}")
             else:
-                h.put_file(StringIO(text), path, _sudo=bool(h.data.get("_sudo")))
+                shell.put_text(path, text)
         for path, target in self.links.items():
-            self._must(self.host, f"ln -sfn {shlex.quote(target)} {shlex.quote(path)}.back "
-                                  f"&& mv -Tf {shlex.quote(path)}.back {shlex.quote(path)}")
-        self._must(self.host, "systemctl daemon-reload")
+            shell.must(f"ln -sfn {shlex.quote(target)} {shlex.quote(path)}.back "
+                       f"&& mv -Tf {shlex.quote(path)}.back {shlex.quote(path)}")
+        shell.must("systemctl daemon-reload")
         for unit in stopped:
             self._log(f"roll back: start {unit.unit} again")
-            self._run(self.host, f"systemctl start {unit.unit}")
+            shell.run(f"systemctl start {unit.unit}")
             for other in self._others(unit):
-                self._gate(other, "--undrain", unit.backend)
+                self.shells[other].gate("--undrain", unit.backend)
         # this host's LiteLLM takes its previous routes back
         if any(self.host in u.litellm_hosts for u in self.stop + self.start):
-            self._gate(self.host)
+            shell.gate()
 
     def run(self) -> None:
         """Runs at execution time (python.call); raises when the swap was rolled back."""
@@ -162,7 +128,7 @@ class Swap:
             except RuntimeError as e:
                 self._restore([], [])
                 raise PyinfraError(f"{self.host}: download failed, nothing changed: {e}")
-            self._must(self.host, "systemctl daemon-reload")
+            self._shell.must("systemctl daemon-reload")
             stopped: list[Unit] = []
             started: list[Unit] = []
             try:
@@ -179,7 +145,7 @@ class Swap:
                         stopped.append(unit)
                     if self.drop_caches:
                         self._log("drop the page cache so the new model fits")
-                        self._run(self.host, "sync; echo 3 > /proc/sys/vm/drop_caches")
+                        self._shell.run("sync; echo 3 > /proc/sys/vm/drop_caches")
                     for unit in self.start:
                         started.append(unit)
                         self._start_and_route(unit)
@@ -189,16 +155,14 @@ class Swap:
                 raise PyinfraError(f"{self.host}: swap rolled back, {e.unit} did not become "
                                    f"ready; the host runs what it ran before. Last log lines "
                                    f"of {e.unit}:\n{e.journal}")
-            h = self._host(self.host)
             for path, text in self.record.items():
-                h.put_file(StringIO(text), path, _sudo=bool(h.data.get("_sudo")))
+                self._shell.put_text(path, text)
             for unit in self.start:
-                self._must(self.host, f"systemctl enable --quiet {unit.unit}")
+                self._shell.must(f"systemctl enable --quiet {unit.unit}")
             for unit in self.disable:
-                self._must(self.host, f"systemctl disable --quiet {unit}")
+                self._shell.must(f"systemctl disable --quiet {unit}")
             if self.remove:
-                self._must(self.host, f"rm -f {shlex.join(self.remove)} && "
-                                      "systemctl daemon-reload")
+                self._shell.must(f"rm -f {shlex.join(self.remove)} && systemctl daemon-reload")
             self._log("swap done")
 
 
