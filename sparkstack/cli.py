@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .host_shell import inventory_hosts
+from .host_shell import NO_WAIT_VARIABLE, inventory_hosts
 from .project import WORKDIR, playbook
 
 SIM_INVENTORY = WORKDIR / ".sim" / "inventory.py"
@@ -19,6 +19,18 @@ SIM_INVENTORY = WORKDIR / ".sim" / "inventory.py"
 
 def _pyinfra() -> str:
     return str(Path(sys.executable).with_name("pyinfra"))
+
+
+def _playbook(args: list[str], no_wait: bool) -> int:
+    """pyinfra running a playbook; with `no_wait`, it refuses a Spark another run
+    holds instead of waiting for it."""
+    env = {**os.environ, **({NO_WAIT_VARIABLE: "1"} if no_wait else {})}
+    return subprocess.call(args, cwd=WORKDIR, env=env)
+
+
+no_wait_option = click.option(
+    "--no-wait", is_flag=True,
+    help="refuse at once when another run holds a Spark (default: wait for it)")
 
 
 @click.group()
@@ -29,8 +41,9 @@ def main() -> None:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("-i", "--inventory", default="inventory.py", show_default=True,
               type=click.Path(path_type=Path))
+@no_wait_option
 @click.argument("pyinfra_args", nargs=-1, type=click.UNPROCESSED)
-def deploy(inventory: Path, pyinfra_args: tuple[str, ...]) -> None:
+def deploy(inventory: Path, no_wait: bool, pyinfra_args: tuple[str, ...]) -> None:
     """Deploy the stack (extra arguments go to pyinfra, e.g. --limit spark-2)."""
     inventory = inventory if inventory.is_absolute() else Path.cwd() / inventory
     simulated = not inventory.exists() or not inventory_hosts(inventory)
@@ -45,8 +58,8 @@ def deploy(inventory: Path, pyinfra_args: tuple[str, ...]) -> None:
         (host,), which = boot_inventory(SIM_INVENTORY, 1)
         click.echo(which)
         inventory = SIM_INVENTORY
-    rc = subprocess.call([_pyinfra(), "-y", str(inventory), playbook("deploy.py"),
-                          *pyinfra_args], cwd=WORKDIR)
+    rc = _playbook([_pyinfra(), "-y", str(inventory), playbook("deploy.py"), *pyinfra_args],
+                   no_wait)
     if rc == 0 and simulated:
         click.echo(
             "\nThe simulated Spark is up. Reach its services through SSH, as on a real one:\n"
@@ -61,15 +74,16 @@ def deploy(inventory: Path, pyinfra_args: tuple[str, ...]) -> None:
 @main.command()
 @click.option("-i", "--inventory", default="inventory.py", show_default=True)
 @click.option("--limit", multiple=True, help="host name, glob or group (repeatable)")
+@no_wait_option
 @click.argument("model")
-def swap(inventory: str, limit: tuple[str, ...], model: str) -> None:
+def swap(inventory: str, limit: tuple[str, ...], no_wait: bool, model: str) -> None:
     """Run MODEL instead of the other members of its swap group, one Spark at a time
     (the same as `pyinfra INVENTORY swap.py --data model=MODEL`)."""
     args = [_pyinfra(), "-y", str(Path(inventory).resolve()), playbook("swap.py"), "--data",
             f"model={model}"]
     for pattern in limit:
         args += ["--limit", pattern]
-    sys.exit(subprocess.call(args, cwd=WORKDIR))
+    sys.exit(_playbook(args, no_wait))
 
 
 @main.command()
@@ -82,8 +96,9 @@ def swap(inventory: str, limit: tuple[str, ...], model: str) -> None:
               help="update a host even when a profile has nowhere else to go meanwhile")
 @click.option("--rollback", is_flag=True,
               help="return hosts to the versions before their last update")
+@no_wait_option
 def update(inventory: str, batch: str, limit: tuple[str, ...], yes: bool, force: bool,
-           rollback: bool) -> None:
+           rollback: bool, no_wait: bool) -> None:
     """Apply the inventory's versions one batch of Sparks at a time; a host that fails
     is rolled back and the rollout stops (the same as `pyinfra INVENTORY update.py`)."""
     args = [_pyinfra(), *(["-y"] if yes else []), str(Path(inventory).resolve()),
@@ -94,7 +109,7 @@ def update(inventory: str, batch: str, limit: tuple[str, ...], yes: bool, force:
         args += ["--data", "rollback=1"]
     for pattern in limit:
         args += ["--limit", pattern]
-    sys.exit(subprocess.call(args, cwd=WORKDIR))
+    sys.exit(_playbook(args, no_wait))
 
 
 @main.command()

@@ -15,9 +15,10 @@ from typing import Any
 
 import gevent.lock
 from pyinfra import logger
+from pyinfra.api.exceptions import PyinfraError
 
 from .fleet import Fleet
-from .host_shell import HostShell, OperationLock, this_run
+from .host_shell import Busy, HostShell, OperationLock, this_run
 from .secrets import host_secrets
 from .settings import HostSettings, validate_inventory
 
@@ -60,7 +61,11 @@ def lock_hosts(run: Run, hosts: list) -> None:
         for h in hosts:
             if h.name not in run.locks:
                 lock = OperationLock(run.shell(h), holder)
-                lock.take(say=logger.info)
+                try:
+                    lock.take(say=logger.info)
+                except Busy as e:
+                    raise PyinfraError(f"{e}; nothing was changed (without --no-wait "
+                                       "this run waits for it)")
                 run.locks[h.name] = lock
 
 
