@@ -363,13 +363,17 @@ RULES: dict[str, Rule] = {
 
 
 def model_settings(v):
-    """model_defaults: settings every model entry takes, each held to its rule."""
+    """model_defaults: settings every model entry takes, each held to its rule and to
+    the control-character ban."""
     if not isinstance(v, dict):
         return "must be a mapping of model settings"
     for key, value in v.items():
         if key not in MODEL_RULES or key in ("name", "model", "port"):
-            return f"{key}: unknown model setting"
+            accepted = ", ".join(sorted(set(MODEL_RULES) - {"name", "model", "port"}))
+            return f"{key}: unknown model setting; accepted: {accepted}"
         problem = MODEL_RULES[key].check(value)
         if problem:
             return f"{key} = {value!r}: {problem}"
+        if spots := controls(value):
+            return f"{key} = {value!r}: holds a control character (at {spots[0]})"
     return None

@@ -7,8 +7,6 @@ and what would be accepted.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,11 +16,8 @@ from pyinfra.api.exceptions import PyinfraError
 from sparkstack_host.contract import Layout
 
 from .project import DEFAULTS_FILE, controller_path
-from .rules import MODEL_RULES, ROLES, RULES, Rule, controls
+from .rules import MODEL_RULES, NAME, ROLES, RULES, Rule, controls, host_or_address
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                         r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 # Data keys that belong to pyinfra itself (connectors, global operation arguments).
 PYINFRA_KEY_PREFIXES = ("ssh_", "winrm_", "docker_", "dockerssh_", "chroot_", "local_",
                         "podman_", "terraform_", "vagrant_", "_")
@@ -78,11 +73,6 @@ class HostSettings:
                       self.values["state_root"])
 
 
-def _check_port(where: str, value: Any, problems: list[str]) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
-        problems.append(f"{where} = {value!r}: a port must be an integer from 1 to 65535")
-
-
 def _judge(label: str, value: Any, rule: Rule, problems: list[str],
            nested: bool = False) -> bool:
     """One setting (`label`: host and key) against its rule and the control-character
@@ -108,7 +98,7 @@ def _check_model(host: str, index: int, entry: Any, defaults: dict,
                         "at least name, model and port")
         return None
     label = entry.get("name", f"#{index}")
-    if isinstance(label, str) and NAME_RE.match(label):
+    if isinstance(label, str) and NAME.match(label):
         where = f"host {host}: models[{index}] ({label})"
     for key in ("name", "model", "port"):
         if key not in entry:
@@ -127,7 +117,7 @@ def _check_host(name: str, data: dict[str, Any], defaults: dict[str, Any],
                 problems: list[str]) -> HostSettings:
     values = deepcopy(defaults)
     start = len(problems)
-    if not (HOSTNAME_RE.match(name) or _is_ip(name)) and not name.startswith("@"):
+    if not (name and host_or_address(name) is None) and not name.startswith("@"):
         problems.append(f"host {name!r}: not a valid host name or IP address; a host entry "
                         "is \"name\" or (\"name\", {settings})")
     for key, value in data.items():
@@ -142,12 +132,6 @@ def _check_host(name: str, data: dict[str, Any], defaults: dict[str, Any],
         if _judge(f"host {name}: {key}", value, RULES[key], problems,
                   nested=key in ("models", "model_defaults")):
             values[key] = value
-    for key, value in values["model_defaults"].items():
-        if key not in MODEL_RULES or key in ("name", "model", "port"):
-            problems.append(f"host {name}: model_defaults.{key}: unknown model setting; "
-                            f"accepted: {', '.join(sorted(defaults['model_defaults']))}")
-        elif key in data.get("model_defaults", {}):
-            _judge(f"host {name}: model_defaults.{key}", value, MODEL_RULES[key], problems)
     if len(problems) > start:
         return HostSettings(name, values, [])
 
@@ -178,14 +162,6 @@ def _check_host(name: str, data: dict[str, Any], defaults: dict[str, Any],
     return HostSettings(name, values, models)
 
 
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
-
-
 def _check_unique(host: str, models: list[dict], problems: list[str]) -> None:
     seen: dict[str, int] = {}
     for i, m in enumerate(models):
@@ -205,7 +181,6 @@ def _check_ports(host: str, values: dict, models: list[dict], problems: list[str
     roles = values["roles"]
     for role, key in (("postgres", "postgres_port"), ("litellm", "litellm_port"),
                       ("openwebui", "openwebui_port")):
-        _check_port(f"host {host}: {key}", values[key], problems)
         if role in roles:
             owners.append((key, values[key]))
     for i, m in enumerate(models):

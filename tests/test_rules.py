@@ -121,3 +121,15 @@ def test_every_form_of_requirement_pip_documents_is_a_vllm_package(requirement):
                                          "vllm @ https://host/v.whl ; rm -rf /"])
 def test_a_direct_reference_without_a_usable_url_is_refused(requirement):
     assert "direct reference" in RULES["vllm_package"].check(requirement)
+
+
+@pytest.mark.parametrize("defaults, expected", [
+    ({"revision": "main\n"}, "revision = 'main\\n': holds a control character"),
+    ({"max_num_seqs": 0}, "max_num_seqs = 0: must be a whole number from 1 to 4096"),
+    ({"colour": "red"}, "colour: unknown model setting; accepted: "),
+    ({"port": 8000}, "port: unknown model setting"),
+])
+def test_model_defaults_are_judged_once_by_their_own_rules(defaults, expected):
+    found = refused({"model_defaults": defaults, "profiles": PROFILES,
+                     "litellm_model_aliases": {}, "models": []})
+    assert len(found) == 1 and expected in found[0], found
