@@ -142,7 +142,9 @@ def test_missing_ca_file():
 
 
 def test_pyinfra_connection_keys_are_not_settings():
-    validate_inventory({"s": {"ssh_user": "ops", "ssh_port": 2222, "_sudo": True}})
+    s = validate_inventory({"s": {"ssh_user": "ops", "ssh_port": 2222, "_sudo": True}})[0]
+    assert not {"ssh_user", "ssh_port", "_sudo"} & set(s.values)
+    assert s["litellm_port"] == 4000  # and the settings are the defaults
 
 
 def test_problems_on_several_hosts_are_reported_together():

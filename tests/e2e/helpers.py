@@ -3,7 +3,9 @@ loopback-bound services through SSH tunnels (as a user would), read unit state."
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,12 +32,31 @@ class DeployResult:
         return dict(zip(("operations", "changed", "errors", "unchanged"), match.groups()))
 
 
-def run_deploy(inventory: Path, *extra: str, timeout: float = 1500) -> DeployResult:
+def run_deploy(inventory: Path, *extra: str, timeout: float = 1500,
+               checkout: Path = REPO) -> DeployResult:
+    """pyinfra's deploy of `inventory`, from `checkout` (a copy of this one, with
+    sparkstack imported from it, when given)."""
     start = time.monotonic()
-    proc = subprocess.run([PYINFRA, "-y", str(inventory), "deploy.py", *extra], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, "PYTHONPATH": str(checkout)} if checkout != REPO else None
+    proc = subprocess.run([PYINFRA, "-y", str(inventory), "deploy.py", *extra],
+                          cwd=checkout, capture_output=True, text=True, timeout=timeout,
+                          env=env)
     return DeployResult(proc.returncode, proc.stdout + proc.stderr,
                         time.monotonic() - start)
+
+
+def checkout_copy(into: Path) -> Path:
+    """A copy of this checkout's tracked files (what a newer sparkstack would be), for
+    a test that changes sparkstack without touching the repository."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                            "--exclude-standard"], cwd=REPO, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        source = REPO / name
+        if source.is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, into / name)
+    return into
 
 
 class Tunnel:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import re
 import shutil
 import socket
@@ -35,7 +36,7 @@ from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import ssh
 from sparkstack.simulated.inventory import write_inventory
 from tests.doubles.cloud_standin import CloudStandin
-from tests.e2e.helpers import PYINFRA, REPO, Tunnel, run_deploy, unit_starts
+from tests.e2e.helpers import PYINFRA, REPO, Tunnel, checkout_copy, run_deploy, unit_starts
 
 pytestmark = pytest.mark.e2e
 
@@ -387,27 +388,25 @@ def test_a_changed_host_package_is_reinstalled_and_restarts_only_litellm(stack):
     host = stack.hosts[0]
     before = unit_starts(host, UNITS)
     old = wheel().sha256
-    marker = REPO / "checks" / "sparkstack_host" / "__init__.py"
-    original = marker.read_text()
-    try:
-        marker.write_text(original + "# a change of the host package (test)\n")
-        result = run_deploy(stack.inventory)
-        assert result.returncode == 0, result.output[-3000:]
-        new = subprocess.run([sys.executable, "-c", "from sparkstack.host_package import "
-                              "wheel; print(wheel().sha256)"], cwd=REPO, check=True,
-                             capture_output=True, text=True).stdout.strip()
-        assert new != old
-        unit = ssh(host, "systemctl cat sparkstack-litellm.service").stdout
-        assert LAYOUT.host_lib(new) in unit and LAYOUT.host_lib(old) not in unit
-        installed = ssh(host, f"{LAYOUT.host_venv}/bin/pip show sparkstack-host >/dev/null "
-                              f"&& grep -c 'a change of the host package' "
-                              f"{LAYOUT.host_venv}/lib/python3*/site-packages/"
-                              "sparkstack_host/__init__.py").stdout.strip()
-        assert installed == "1"
-        after = unit_starts(host, UNITS)
-        assert {u for u in UNITS if after[u] != before[u]} == {"sparkstack-litellm.service"}
-    finally:
-        marker.write_text(original)
+    newer = checkout_copy(stack.tmp / "newer-sparkstack")  # the repository is left alone
+    marker = newer / "checks" / "sparkstack_host" / "__init__.py"
+    marker.write_text(marker.read_text() + "# a change of the host package (test)\n")
+    result = run_deploy(stack.inventory, checkout=newer)
+    assert result.returncode == 0, result.output[-3000:]
+    new = subprocess.run([sys.executable, "-c", "from sparkstack.host_package import "
+                          "wheel; print(wheel().sha256)"], cwd=newer, check=True,
+                         env={**os.environ, "PYTHONPATH": str(newer)},
+                         capture_output=True, text=True).stdout.strip()
+    assert new != old
+    unit = ssh(host, "systemctl cat sparkstack-litellm.service").stdout
+    assert LAYOUT.host_lib(new) in unit and LAYOUT.host_lib(old) not in unit
+    installed = ssh(host, f"{LAYOUT.host_venv}/bin/pip show sparkstack-host >/dev/null "
+                          f"&& grep -c 'a change of the host package' "
+                          f"{LAYOUT.host_venv}/lib/python3*/site-packages/"
+                          "sparkstack_host/__init__.py").stdout.strip()
+    assert installed == "1"
+    after = unit_starts(host, UNITS)
+    assert {u for u in UNITS if after[u] != before[u]} == {"sparkstack-litellm.service"}
     assert run_deploy(stack.inventory).returncode == 0
     assert run_deploy(stack.inventory).grand_total()["changed"] == "-"
 

@@ -90,8 +90,18 @@ class Fleet:
                    "'sparkstack-vllm-*'", check=False).stdout
 
 
-def steady(traffic: Traffic, seconds: float = 3) -> None:
-    time.sleep(seconds)
+def steady(traffic: Traffic, answers: int = 12, timeout: float = 60) -> None:
+    """Let `answers` more requests be answered, all by the same backend, so the step
+    before and the one after are told apart in the sequence."""
+    deadline = time.monotonic() + timeout
+    start = len(traffic.answers)
+    while time.monotonic() < deadline:
+        recent = traffic.answers[start:]
+        if len(recent) >= answers and len({a.who for a in recent[-answers // 2:]}) == 1:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no steady answers after {timeout:.0f} s: "
+                         f"{[a.who or a.error[:60] for a in traffic.answers[start:]][-8:]}")
 
 
 @pytest.fixture(scope="module")
