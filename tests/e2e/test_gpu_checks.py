@@ -15,8 +15,8 @@ from sparkstack_host.contract import Layout
 
 from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import SSH_KEY, ssh
-from sparkstack.simulated.inventory import write_inventory
 from tests import fit_models as fm
+from tests.e2e.conftest import SimFleet
 from tests.e2e.helpers import REPO, run_deploy, unit_starts
 
 pytestmark = pytest.mark.e2e
@@ -29,19 +29,16 @@ def model(name, port, **extra):
             "gpu_memory_utilization": 0.15, **extra}
 
 
-class Pair:
-    def __init__(self, tmp):
-        self.inventory = tmp / "inventory.py"
-        self.group = {"secrets_dir": str(tmp / "secrets")}
-        self.gpu_host = fleet.boot("spark5", 5)
-        self.bare_host = fleet.boot("spark6", 6, gpu=False)
+class Pair(SimFleet):
+    def __init__(self, tmp, cloud):
+        super().__init__(tmp, cloud)
+        self.gpu_host = self.boot("spark5", 5)
+        self.bare_host = self.boot("spark6", 6, gpu=False)
 
     def write(self, gpu_models=None, **group):
-        write_inventory(self.inventory, [self.gpu_host, self.bare_host],
-                        {**self.group, **group},
-                        {"spark5": {"roles": ["vllm"], "models": gpu_models
-                                    or [model("qwen3-4b", 8000)]},
-                         "spark6": {"roles": ["vllm"], "models": [model("qwen3-4b", 8000)]}})
+        self.write_hosts(group, {
+            "spark5": {"roles": ["vllm"], "models": gpu_models or [model("qwen3-4b", 8000)]},
+            "spark6": {"roles": ["vllm"], "models": [model("qwen3-4b", 8000)]}})
 
     def health(self, *args) -> subprocess.CompletedProcess:
         return subprocess.run([SPARKSTACK, "health", "-i", str(self.inventory), *args],
@@ -49,14 +46,12 @@ class Pair:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    fleet.down_all()
-    p = Pair(tmp_path_factory.mktemp("pair"))
+def pair(sim):
+    p = sim(Pair)
     p.write()
-    first = run_deploy(p.inventory)
+    first = p.deploy()
     assert first.returncode == 0, first.output[-3000:]
-    yield p
-    fleet.down_all()
+    return p
 
 
 def probe(host) -> tuple[int, str]:

@@ -6,16 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from sparkstack.host_shell import NO_WAIT_VARIABLE
-from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import ssh
-from sparkstack.simulated.inventory import write_inventory
+from tests.e2e.conftest import SimFleet
 from tests.e2e.helpers import PYINFRA, REPO, run_deploy
 
 pytestmark = pytest.mark.e2e
@@ -23,24 +20,21 @@ UNIT = "sparkstack-vllm-qwen3-4b.service"
 LOCKED = "! flock -n /run/sparkstack/operation.lock true"
 
 
-class Spark:
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.host = fleet.boot("spark11", 11)
-        self.inventories = {}
+class Spark(SimFleet):
+    def __init__(self, tmp, cloud):
+        super().__init__(tmp, cloud)
+        self.host = self.boot("spark11", 11)
 
-    def inventory(self, value: str):
+    def inventory_with(self, value: str):
         """An inventory whose model runs with X=value (a change of its unit)."""
-        path = self.tmp / f"inventory-{value}.py"
-        write_inventory(path, [self.host], {
-            "secrets_dir": str(self.tmp / "secrets"), "roles": ["vllm"],
+        self.inventory = self.tmp / f"inventory-{value}.py"
+        return self.write_hosts({
+            "roles": ["vllm"], "litellm_model_aliases": {}, "profiles": {},
             "models": [{"name": "qwen3-4b", "model": "Qwen/Qwen3-4B-Instruct-2507",
-                        "port": 8000, "environment": {"X": value}}],
-            "litellm_model_aliases": {}, "profiles": {}})
-        return path
+                        "port": 8000, "environment": {"X": value}}]}, {})
 
     def start(self, value: str, **env) -> subprocess.Popen:
-        return subprocess.Popen([PYINFRA, "-y", str(self.inventory(value)), "deploy.py"],
+        return subprocess.Popen([PYINFRA, "-y", str(self.inventory_with(value)), "deploy.py"],
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, env={**os.environ, **env})
 
@@ -56,14 +50,11 @@ class Spark:
 
 
 @pytest.fixture(scope="module")
-def spark(tmp_path_factory):
-    fleet.down_all()
-    fleet.ensure_network()
-    s = Spark(tmp_path_factory.mktemp("lock"))
-    first = run_deploy(s.inventory("0"))
+def spark(sim):
+    s = sim(Spark)
+    first = run_deploy(s.inventory_with("0"))
     assert first.returncode == 0, first.output[-3000:]
-    yield s
-    fleet.down_all()
+    return s
 
 
 def test_a_second_run_waits_for_the_first_and_both_changes_land_in_order(spark):
@@ -86,7 +77,7 @@ def test_a_second_run_waits_for_the_first_and_both_changes_land_in_order(spark):
 def test_with_no_wait_a_run_refuses_a_spark_another_run_holds(spark):
     first = spark.start("3")
     spark.wait_locked()
-    refused = subprocess.run([PYINFRA, "-y", str(spark.inventory("4")), "deploy.py"],
+    refused = subprocess.run([PYINFRA, "-y", str(spark.inventory_with("4")), "deploy.py"],
                              cwd=REPO, capture_output=True, text=True, timeout=120,
                              env={**os.environ, NO_WAIT_VARIABLE: "1"})
     first.communicate(timeout=600)
@@ -105,7 +96,7 @@ def test_a_run_that_dies_leaves_no_lock_behind(spark):
     while ssh(spark.host, LOCKED, check=False).returncode == 0:
         assert time.monotonic() < deadline, "the dead run's lock is still held"
         time.sleep(0.2)
-    again = run_deploy(spark.inventory("6"), timeout=600)
+    again = run_deploy(spark.inventory_with("6"), timeout=600)
     assert again.returncode == 0, again.output[-3000:]
     assert "waiting" not in again.output and spark.x() == "6"
 
@@ -114,8 +105,7 @@ def test_read_only_commands_never_wait(spark):
     holder = spark.start("7")
     spark.wait_locked()
     start = time.monotonic()
-    health = subprocess.run([str(Path(sys.executable).with_name("sparkstack")), "health", "-i",
-                             str(spark.inventory("7")), "--json"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
-    assert health.stdout.startswith("[") and time.monotonic() - start < 30
+    spark.inventory_with("7")
+    health = spark.sparkstack("health", "--json", timeout=120)
+    assert '"check": "gpu"' in health.stdout and time.monotonic() - start < 30
     holder.communicate(timeout=600)

@@ -15,12 +15,8 @@ read from LiteLLM's x-litellm-model-id header (a random model's text says nothin
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import anthropic
 import openai
@@ -28,15 +24,12 @@ import pytest
 
 from sparkstack.simulated import engine, fleet
 from sparkstack.simulated.fleet import ssh
-from sparkstack.simulated.inventory import write_inventory
-from tests.doubles.cloud_standin import CloudStandin
-from tests.e2e.helpers import REPO, run_deploy
+from tests.e2e.conftest import SimFleet
 from tests.e2e.traffic import Traffic, backend_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     engine.real_engine_problem() is not None,
     reason=f"the real vLLM engine cannot run here: {engine.real_engine_problem()}")]
-SPARKSTACK = str(Path(sys.executable).with_name("sparkstack"))
 UNIT_A, UNIT_B = "sparkstack-vllm-tiny-a.service", "sparkstack-vllm-tiny-b.service"
 WEATHER = {"type": "object", "additionalProperties": False, "required": ["city", "metric"],
            "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]},
@@ -52,15 +45,12 @@ def member(name: str, repo: str, port: int, core: int) -> dict:
             "environment": {"VLLM_CPU_OMP_THREADS_BIND": str(core)}}
 
 
-class Spark:
-    def __init__(self, tmp, cloud: CloudStandin, hub: str):
-        self.tmp, self.cloud = tmp, cloud
-        self.inventory = tmp / "inventory.py"
-        self.host = fleet.boot("spark8", 8)
+class Spark(SimFleet):
+    def __init__(self, tmp, cloud, hub: str):
+        super().__init__(tmp, cloud)
+        self.host = self.boot("spark8", 8)
         profile = lambda cloud_model: {"local": ["tiny"], "cloud": cloud_model}  # noqa: E731
-        write_inventory(self.inventory, [self.host], {
-            "secrets_dir": str(tmp / "secrets"), "cloud_api_base": cloud.api_base,
-            "cloud_api_key": cloud.api_key,
+        self.write_hosts({
             "models": [member("tiny-a", "sparkstack-test/tiny-chat", 8000, core=0),
                        member("tiny-b", "sparkstack-test/tiny-chat-b", 8001, core=1)],
             "profiles": {"fast": profile("openrouter/fast-in-the-cloud"),
@@ -72,39 +62,26 @@ class Spark:
         self.base = f"http://{self.host.address}:4000"
         self.local = f"{self.host.name}:8000"
 
-    @property
-    def key(self) -> str:
-        return json.loads((self.tmp / "secrets" / "hosts" / "spark8.json").read_text())[
-            "litellm_master_key"]
-
     def openai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.base}/v1", api_key=self.key, max_retries=0)
+        return openai.OpenAI(base_url=f"{self.base}/v1", api_key=self.master_key("spark8"),
+                             max_retries=0)
 
     def anthropic(self) -> anthropic.Anthropic:
-        return anthropic.Anthropic(base_url=self.base, api_key=self.key, max_retries=0)
+        return anthropic.Anthropic(base_url=self.base, api_key=self.master_key("spark8"),
+                                   max_retries=0)
 
-    def traffic(self) -> Traffic:
-        return Traffic(self.base, self.key, ["fast"], rate=4, by_backend=True)
+    def fast_traffic(self) -> Traffic:
+        return self.traffic(self.host, ["fast"], rate=4, by_backend=True)
 
-    def sparkstack(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([SPARKSTACK, *args[:1], "-i", str(self.inventory), *args[1:]],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=timeout)
-
-    def sql(self, query: str) -> str:
-        return ssh(self.host, f"cd / && runuser -u postgres -- psql -d litellm -XAtc "
-                              f"{shlex.quote(query)}").stdout.strip()
+    def query(self, sql: str) -> str:
+        return self.psql(self.host, sql)
 
 
 @pytest.fixture(scope="module")
-def spark(tmp_path_factory):
-    fleet.down_all()
-    hub = fleet.ensure_hub()
-    with CloudStandin(fleet.BRIDGE_ADDR) as cloud:
-        s = Spark(tmp_path_factory.mktemp("real"), cloud, hub)
-        s.first = run_deploy(s.inventory)
-        yield s
-    fleet.down_all()
+def spark(sim):
+    s = sim(Spark, fleet.ensure_hub())
+    s.first = s.deploy()
+    return s
 
 
 def test_the_first_deploy_downloads_the_model_and_starts_the_real_engine(spark):
@@ -164,7 +141,7 @@ def test_health_is_green_from_the_real_models_endpoint_and_a_real_completion(spa
 
 
 def test_a_second_deploy_changes_nothing(spark):
-    again = run_deploy(spark.inventory)
+    again = spark.deploy()
     assert again.returncode == 0, again.output[-3000:]
     assert again.grand_total()["changed"] == "-", again.output[-3000:]
 
@@ -195,7 +172,7 @@ def test_a_forced_tool_call_is_held_to_its_schema_in_both_formats(spark):
 
 def test_the_request_log_counts_the_tokens_vllm_reported(spark):
     oa, an = spark.openai(), spark.anthropic()
-    since = spark.sql("SELECT now()")  # health's own completions were logged before
+    since = spark.query("SELECT now()")  # health's own completions were logged before
     reported = []
     for i, max_tokens in enumerate((3, 9, 17)):
         words = " ".join(["tell me more"] * (i + 1))
@@ -208,9 +185,9 @@ def test_the_request_log_counts_the_tokens_vllm_reported(spark):
     query = ("SELECT input_tokens || ' ' || output_tokens FROM sparkstack_requests "
              f"WHERE final AND requested = 'expert' AND route = 'local' AND at > '{since}'")
     deadline = time.monotonic() + 20
-    while len(spark.sql(query).splitlines()) < len(reported) and time.monotonic() < deadline:
+    while len(spark.query(query).splitlines()) < len(reported) and time.monotonic() < deadline:
         time.sleep(0.5)
-    logged = sorted(tuple(map(int, line.split())) for line in spark.sql(query).splitlines())
+    logged = sorted(tuple(map(int, line.split())) for line in spark.query(query).splitlines())
     assert logged == sorted(reported)
 
 
@@ -266,7 +243,7 @@ def test_a_stop_lets_a_long_generation_finish_and_fails_no_request(spark, operat
     until it runs nothing; the engine's own drain (--shutdown-timeout) then lets the
     stream its API server is still sending finish before it exits."""
     since = ssh(spark.host, "date '+%F %T'").stdout.strip()
-    with spark.traffic() as traffic:
+    with spark.fast_traffic() as traffic:
         time.sleep(2)
         stream = LongStream(spark)
         stream.start()
@@ -288,7 +265,7 @@ def test_a_stop_lets_a_long_generation_finish_and_fails_no_request(spark, operat
 
 
 def test_kill_9_of_the_engine_fails_no_request_and_it_is_local_again(spark):
-    with spark.traffic() as traffic:
+    with spark.fast_traffic() as traffic:
         time.sleep(3)
         ssh(spark.host, f"kill -9 $(systemctl show -p MainPID --value {UNIT_A})")
         killed = time.monotonic()
@@ -307,7 +284,7 @@ def test_kill_9_of_the_engine_fails_no_request_and_it_is_local_again(spark):
 
 
 def test_a_make_before_break_swap_between_two_real_models_fails_no_request(spark):
-    with spark.traffic() as traffic:
+    with spark.fast_traffic() as traffic:
         time.sleep(3)
         out = spark.sparkstack("swap", "tiny-b")
         time.sleep(3)

@@ -34,8 +34,7 @@ from sparkstack_host.contract import Layout, read_env_file, write_env_file
 from sparkstack.host_package import wheel
 from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import ssh
-from sparkstack.simulated.inventory import write_inventory
-from tests.doubles.cloud_standin import CloudStandin
+from tests.e2e.conftest import SimFleet
 from tests.e2e.helpers import PYINFRA, REPO, Tunnel, checkout_copy, run_deploy, unit_starts
 
 pytestmark = pytest.mark.e2e
@@ -48,38 +47,28 @@ LAYOUT = Layout(install_root="/srv/sparkstack/opt", config_root="/srv/sparkstack
                 state_root="/srv/sparkstack/var")
 
 
-class Stack:
+class Stack(SimFleet):
     """State shared by the ordered steps of the scenario."""
 
-    def __init__(self, tmp, cloud: CloudStandin):
-        self.tmp = tmp
-        self.cloud = cloud
-        self.inventory = tmp / "inventory.py"
+    def __init__(self, tmp, cloud):
+        super().__init__(tmp, cloud)
         self.secrets_dir = tmp / "secrets"
-        self.hosts = [fleet.boot("spark1", 1)]
+        self.boot("spark1", 1)
         self.first = None
         self.tunnels: dict[int, Tunnel] = {}
 
     def write(self, host_data=None, hosts=None, **group):
-        group.setdefault("secrets_dir", str(self.secrets_dir))
-        group.setdefault("cloud_api_base", self.cloud.api_base)
-        group.setdefault("cloud_api_key", self.cloud.api_key)
         spark1 = {"install_root": LAYOUT.install_root, "config_root": LAYOUT.config_root,
                   "state_root": LAYOUT.state_root,
                   "litellm_bind_address": self.hosts[0].address}
         host_data = {**(host_data or {})}
         host_data["spark1"] = {**spark1, **host_data.get("spark1", {})}
-        write_inventory(self.inventory, hosts or self.hosts, group, host_data)
+        self.write_hosts(group, host_data, hosts)
 
     @property
     def litellm_url(self) -> str:
         """LiteLLM listens on spark1's fleet address: clients reach it there."""
         return f"http://{self.hosts[0].address}:4000"
-
-    def secrets(self) -> dict[str, str]:
-        values = json.loads((self.secrets_dir / "hosts" / "spark1.json").read_text())
-        values.update(json.loads((self.secrets_dir / "fleet.json").read_text()))
-        return values
 
     def tunnel(self, port: int) -> Tunnel:
         if port not in self.tunnels:
@@ -88,7 +77,7 @@ class Stack:
 
     def openai(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.litellm_url + "/v1",
-                             api_key=self.secrets()["litellm_master_key"], max_retries=0)
+                             api_key=self.master_key("spark1"), max_retries=0)
 
     def close(self):
         for t in self.tunnels.values():
@@ -96,16 +85,12 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    fleet.down_all()
-    with CloudStandin(fleet.BRIDGE_ADDR) as cloud:
-        fleet.ensure_network()
-        s = Stack(tmp_path_factory.mktemp("stack"), cloud)
-        s.write()
-        s.first = run_deploy(s.inventory)
-        yield s
-        s.close()
-    fleet.down_all()
+def stack(sim):
+    s = sim(Stack)
+    s.write()
+    s.first = s.deploy()
+    yield s
+    s.close()
 
 
 def test_first_deploy_leaves_every_unit_active_and_enabled(stack):
@@ -200,7 +185,7 @@ def test_streaming_and_tool_calls_pass_through_litellm(stack):
 
 def test_claude_code_names_reach_the_local_code_model_in_anthropic_format(stack):
     client = anthropic.Anthropic(base_url=stack.litellm_url,
-                                 api_key=stack.secrets()["litellm_master_key"],
+                                 api_key=stack.secrets("spark1")["litellm_master_key"],
                                  max_retries=0)
     message = client.messages.create(model="claude-sonnet-4-5", max_tokens=32,
                                      messages=[{"role": "user", "content": "hello"}])
@@ -336,7 +321,7 @@ def test_postgres_has_one_database_and_role_per_consumer_on_localhost(stack):
                    "left(rolpassword, 13) FROM pg_authid WHERE rolname IN "
                    "('litellm','openwebui') ORDER BY 1\"").stdout.split()
     assert pw == ["litellm:SCRAM-SHA-256", "openwebui:SCRAM-SHA-256"]
-    secret = stack.secrets()["postgres_litellm_password"]
+    secret = stack.secrets("spark1")["postgres_litellm_password"]
     login = ssh(host, f"PGPASSWORD='{secret}' psql -h 127.0.0.1 -U litellm -d litellm "
                       "-tAc 'SELECT current_user'")
     assert login.stdout.strip() == "litellm"
@@ -350,7 +335,7 @@ def test_postgres_has_one_database_and_role_per_consumer_on_localhost(stack):
 
 def test_no_secret_in_deploy_output_or_world_readable_files(stack):
     host = stack.hosts[0]
-    secrets = [v for v in stack.secrets().values()] + [stack.cloud.api_key]
+    secrets = [v for v in stack.secrets("spark1").values()] + [stack.cloud.api_key]
     for value in secrets:
         assert value not in stack.first.output
     patterns = "\n".join(secrets)
@@ -617,7 +602,7 @@ def test_bad_inventory_is_refused_before_any_host_changes(stack, mistake, messag
 
 
 def test_a_second_spark_serving_the_same_model_is_load_balanced(stack):
-    stack.hosts.append(fleet.boot("spark2", 2))
+    stack.boot("spark2", 2)
     models = [{"name": "qwen3-4b", "model": "Qwen/Qwen3-4B-Instruct-2507", "port": 8000,
                "gpu_memory_utilization": 0.15, "max_model_len": 32768}]
     stack.write(host_data={"spark2": {"roles": ["vllm"], "models": models}})
@@ -753,7 +738,7 @@ def test_a_rebooted_spark_serves_from_the_cloud_then_locally_without_a_failure(s
     # models that load for a while, so that LiteLLM is up before them
     stack.write(host_data=SPARK2, vllm_environment={"VLLM_STANDIN_LOAD_SECONDS": "25"})
     assert run_deploy(stack.inventory).returncode == 0
-    key = stack.secrets()["litellm_master_key"]
+    key = stack.secrets("spark1")["litellm_master_key"]
     for t in stack.tunnels.values():
         t.close()
     stack.tunnels.clear()

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from sparkstack_host.contract import Layout
@@ -24,14 +22,12 @@ from sparkstack_host.contract import Layout
 from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import ssh
 from sparkstack.simulated.hub_standin import HubStandin
-from sparkstack.simulated.inventory import write_inventory
 from tests import fit_models as fm
-from tests.doubles.cloud_standin import CloudStandin
+from tests.e2e.conftest import SPARKSTACK, SimFleet
 from tests.e2e.helpers import REPO, run_deploy, unit_starts
 from tests.e2e.traffic import Traffic
 
 pytestmark = pytest.mark.e2e
-SPARKSTACK = str(Path(sys.executable).with_name("sparkstack"))
 LAYOUT = Layout()
 DAY, NIGHT = "sparkstack-vllm-day.service", "sparkstack-vllm-night.service"
 
@@ -41,17 +37,15 @@ def member(name: str, port: int, gmu: float = 0.2, **extra) -> dict:
             "gpu_memory_utilization": gmu, "swap_group": "fast-group", **extra}
 
 
-class Fleet:
-    def __init__(self, tmp, cloud: CloudStandin, hub: HubStandin):
-        self.tmp, self.cloud, self.hub = tmp, cloud, hub
-        self.inventory = tmp / "inventory.py"
-        self.hosts = [fleet.boot("spark3", 3)]
+class Fleet(SimFleet):
+    def __init__(self, tmp, cloud, hub: HubStandin):
+        super().__init__(tmp, cloud)
+        self.hub = hub
+        self.boot("spark3", 3)
         self.models = {"spark3": [member("day", 8000), member("night", 8001)]}
 
     def write(self, **group) -> None:
-        group = {"secrets_dir": str(self.tmp / "secrets"),
-                 "cloud_api_base": self.cloud.api_base, "cloud_api_key": self.cloud.api_key,
-                 "profiles": {"fast": {"local": ["fast-group"],
+        group = {"profiles": {"fast": {"local": ["fast-group"],
                                        "cloud": "openrouter/fast-in-the-cloud"}},
                  "litellm_model_aliases": {}, "hf_endpoint": self.hub.endpoint,
                  "vllm_environment": {"VLLM_STANDIN_LOAD_SECONDS": "3"}, **group}
@@ -61,18 +55,14 @@ class Fleet:
             hosts[h.name] = {"roles": ["vllm"]}
         for name, models in self.models.items():
             hosts[name]["models"] = models
-        write_inventory(self.inventory, self.hosts, group, hosts)
+        self.write_hosts(group, hosts)
 
-    def traffic(self) -> Traffic:
-        key = json.loads((self.tmp / "secrets" / "hosts" / "spark3.json").read_text())
-        return Traffic(f"http://{self.hosts[0].address}:4000", key["litellm_master_key"],
-                       ["fast"], rate=6)
+    def fast_traffic(self) -> Traffic:
+        return self.traffic(self.hosts[0], ["fast"], rate=6)
 
     def swap(self, model: str) -> subprocess.CompletedProcess:
         """`sparkstack swap MODEL`; its whole output in .stdout."""
-        return subprocess.run([SPARKSTACK, "swap", "-i", str(self.inventory), model],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=600)
+        return self.sparkstack("swap", model)
 
     def health(self) -> dict:
         out = subprocess.run([SPARKSTACK, "health", "-i", str(self.inventory), "--json",
@@ -105,18 +95,13 @@ def steady(traffic: Traffic, answers: int = 12, timeout: float = 60) -> None:
 
 
 @pytest.fixture(scope="module")
-def sparks(tmp_path_factory):
-    fleet.down_all()
-    fleet.ensure_network()
-    tmp = tmp_path_factory.mktemp("swap")
-    with CloudStandin(fleet.BRIDGE_ADDR) as cloud, \
-            HubStandin(tmp / "hub", host=fleet.BRIDGE_ADDR) as hub:
-        f = Fleet(tmp, cloud, hub)
+def sparks(sim, tmp_path_factory):
+    with HubStandin(tmp_path_factory.mktemp("hub"), host=fleet.BRIDGE_ADDR) as hub:
+        f = sim(Fleet, hub)
         f.write()
-        first = run_deploy(f.inventory)
+        first = f.deploy()
         assert first.returncode == 0, first.output[-3000:]
         yield f
-    fleet.down_all()
 
 
 def assert_served_throughout(traffic: Traffic, expected: list[str]) -> None:
@@ -147,7 +132,7 @@ def assert_local_throughout(traffic: Traffic, old: str, new: str, swapped: float
 
 
 def test_an_on_demand_swap_makes_before_it_breaks_and_a_deploy_keeps_it(sparks):
-    with sparks.traffic() as traffic:
+    with sparks.fast_traffic() as traffic:
         steady(traffic)
         swap = sparks.swap("night")
         swapped = time.monotonic()
@@ -163,7 +148,7 @@ def test_an_on_demand_swap_makes_before_it_breaks_and_a_deploy_keeps_it(sparks):
     again = run_deploy(sparks.inventory)
     assert again.returncode == 0, again.output[-3000:]
     assert again.grand_total()["changed"] == "-", again.output[-3000:]
-    with sparks.traffic() as traffic:
+    with sparks.fast_traffic() as traffic:
         steady(traffic)
         back = sparks.swap("day")
         swapped = time.monotonic()
@@ -177,7 +162,7 @@ def test_a_model_that_needs_the_old_ones_memory_breaks_before_it_makes(sparks):
     sparks.write()
     started = unit_starts(sparks.hosts[0], [DAY])
     # day's budget changes: a swap in place, day to day
-    with sparks.traffic() as traffic:
+    with sparks.fast_traffic() as traffic:
         steady(traffic)
         result = run_deploy(sparks.inventory)
         steady(traffic)
@@ -187,7 +172,7 @@ def test_a_model_that_needs_the_old_ones_memory_breaks_before_it_makes(sparks):
     assert unit_starts(sparks.hosts[0], [DAY]) != started
     # meanwhile `fast` went to its cloud fallback, then back
     assert_served_throughout(traffic, ["day@spark3", "cloud", "day@spark3"])
-    with sparks.traffic() as traffic:
+    with sparks.fast_traffic() as traffic:
         steady(traffic)
         swap = sparks.swap("night")
         steady(traffic)
@@ -206,7 +191,7 @@ def test_a_model_that_never_becomes_ready_is_rolled_back(sparks):
     result = run_deploy(sparks.inventory)  # stuck stands by: nothing runs differently
     assert result.returncode == 0, result.output[-3000:]
     before = sparks.state()
-    with sparks.traffic() as traffic:
+    with sparks.fast_traffic() as traffic:
         steady(traffic)
         swap = sparks.swap("stuck")
         steady(traffic)
@@ -226,7 +211,7 @@ def test_a_model_that_crashes_while_loading_is_rolled_back(sparks):
     sparks.write()
     assert run_deploy(sparks.inventory).returncode == 0
     before = sparks.state()
-    with sparks.traffic() as traffic:
+    with sparks.fast_traffic() as traffic:
         steady(traffic)
         swap = sparks.swap("crash")
         steady(traffic, 5)
@@ -258,7 +243,7 @@ def test_a_swap_to_a_model_on_the_hub_downloads_it_before_the_old_one_drains(spa
     host, hub = sparks.hosts[0], sparks.hub
     sparks.write(prefetch_weights=True)
     assert run_deploy(sparks.inventory).returncode == 0  # fresh stands by
-    with sparks.traffic() as traffic:
+    with sparks.fast_traffic() as traffic:
         steady(traffic)
         swap = sparks.swap("fresh")
         steady(traffic)
@@ -281,7 +266,7 @@ def test_a_model_served_by_two_sparks_is_swapped_one_spark_at_a_time(sparks):
     """spark4 joins with the same swap group; `fast` is load-balanced over both. A
     swap breaks before it makes on each, one Spark at a time: `fast` never leaves the
     local models."""
-    sparks.hosts.append(fleet.boot("spark4", 4))
+    sparks.boot("spark4", 4)
     sparks.models = {name: [member("day", 8000, 0.5), member("night", 8001, 0.5)]
                      for name in ("spark3", "spark4")}
     sparks.write()
@@ -289,7 +274,7 @@ def test_a_model_served_by_two_sparks_is_swapped_one_spark_at_a_time(sparks):
     assert result.returncode == 0, result.output[-3000:]
     assert sparks.swap("day").returncode == 0  # spark3 back on day, spark4 on day already
     spark3, spark4 = sparks.hosts
-    with sparks.traffic() as traffic:
+    with sparks.fast_traffic() as traffic:
         steady(traffic)
         swap = sparks.swap("night")
         steady(traffic)

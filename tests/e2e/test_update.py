@@ -26,13 +26,11 @@ from sparkstack_host.contract import Layout
 from sparkstack.simulated import fleet
 from sparkstack.simulated import vllm_standin as standin
 from sparkstack.simulated.fleet import ssh
-from sparkstack.simulated.inventory import write_inventory
-from tests.doubles.cloud_standin import CloudStandin
-from tests.e2e.helpers import REPO, Tunnel, run_deploy
+from tests.e2e.conftest import SimFleet
+from tests.e2e.helpers import Tunnel, run_deploy
 from tests.e2e.traffic import Traffic
 
 pytestmark = pytest.mark.e2e
-SPARKSTACK = str(Path(sys.executable).with_name("sparkstack"))
 MODEL = {"name": "qwen3-4b", "model": "Qwen/Qwen3-4B-Instruct-2507", "port": 8000,
          "gpu_memory_utilization": 0.15}
 
@@ -56,11 +54,11 @@ def build_standin(version: str, broken: bool = False) -> None:
                         str(fleet.STANDIN_WHEELS), tmp], check=True)
 
 
-class Fleet3:
+class Fleet3(SimFleet):
     def __init__(self, tmp, cloud):
-        self.tmp, self.cloud = tmp, cloud
-        self.inventory = tmp / "inventory.py"
-        self.hosts = [fleet.boot(f"spark{i}", i) for i in (1, 2, 3)]
+        super().__init__(tmp, cloud)
+        for i in (1, 2, 3):
+            self.boot(f"spark{i}", i)
         self.package = {"spark1": "vllm-standin==0.1.0", "spark2": "vllm-standin==0.1.0",
                         "spark3": "vllm-standin==0.1.0"}
         self.extra: dict = {}
@@ -74,24 +72,19 @@ class Fleet3:
             hosts[name]["vllm_package"] = package
         for name, extra in self.extra.items():
             hosts[name].update(extra)
-        write_inventory(self.inventory, self.hosts, {
-            "secrets_dir": str(self.tmp / "secrets"), "cloud_api_base": self.cloud.api_base,
-            "cloud_api_key": self.cloud.api_key, "litellm_model_aliases": {},
-            "profiles": {"fast": {"local": ["qwen3-4b"], "cloud": "openrouter/fast"}},
-            **group}, hosts)
+        self.write_hosts({"litellm_model_aliases": {},
+                          "profiles": {"fast": {"local": ["qwen3-4b"],
+                                                "cloud": "openrouter/fast"}}, **group}, hosts)
 
     def update(self, *args: str) -> subprocess.CompletedProcess:
         """`sparkstack update --yes ...`; its whole output in .stdout."""
-        return subprocess.run([SPARKSTACK, "update", "-i", str(self.inventory), "--yes",
-                               *args], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=1200)
+        return self.sparkstack("update", "--yes", *args, timeout=1200)
 
     def key(self) -> str:
-        return json.loads((self.tmp / "secrets" / "hosts" / "spark1.json").read_text())[
-            "litellm_master_key"]
+        return self.master_key("spark1")
 
-    def traffic(self) -> Traffic:
-        return Traffic(f"http://{self.hosts[0].address}:4000", self.key(), ["fast"], rate=6)
+    def fast_traffic(self) -> Traffic:
+        return self.traffic(self.hosts[0], ["fast"], rate=6)
 
     def versions(self) -> dict[str, str]:
         found = {}
@@ -106,20 +99,16 @@ class Fleet3:
 
 
 @pytest.fixture(scope="module")
-def three(tmp_path_factory):
-    fleet.down_all()
-    fleet.ensure_network()
+def three(sim):
     fleet.ensure_standin_wheels()
     build_standin("0.2.0")
     build_standin("0.3.0")
     build_standin("0.3.1", broken=True)
-    with CloudStandin(fleet.BRIDGE_ADDR) as cloud:
-        f = Fleet3(tmp_path_factory.mktemp("update"), cloud)
-        f.write()
-        first = run_deploy(f.inventory)
-        assert first.returncode == 0, first.output[-3000:]
-        yield f
-    fleet.down_all()
+    f = sim(Fleet3)
+    f.write()
+    first = f.deploy()
+    assert first.returncode == 0, first.output[-3000:]
+    return f
 
 
 def outcome(output: str) -> dict[str, str]:
@@ -131,7 +120,7 @@ def outcome(output: str) -> dict[str, str]:
 def test_the_vllm_stand_in_is_upgraded_one_spark_at_a_time_without_a_failure(three):
     three.package = {name: "vllm-standin==0.2.0" for name in three.package}
     three.write()
-    with three.traffic() as traffic:
+    with three.fast_traffic() as traffic:
         time.sleep(3)
         result = three.update("--batch", "1")
         time.sleep(3)
@@ -160,7 +149,7 @@ def test_a_version_that_cannot_start_is_rolled_back_and_the_rollout_stops(three)
     three.package = {"spark1": "vllm-standin==0.3.0", "spark2": "vllm-standin==0.3.1",
                      "spark3": "vllm-standin==0.3.0"}
     three.write()
-    with three.traffic() as traffic:
+    with three.fast_traffic() as traffic:
         time.sleep(3)
         result = three.update("--batch", "1")
         time.sleep(3)
@@ -232,7 +221,7 @@ def test_a_litellm_upgrade_and_its_rollback_keep_open_webui_data(three):
                          result.stdout), result.stdout[-3000:]
         assert litellm_version(spark1) == "1.103.1"
         assert webui_still_has(tunnel.url, chat_id)
-        with three.traffic() as traffic:
+        with three.fast_traffic() as traffic:
             time.sleep(2)
         assert traffic.failures() == [] and len(traffic.answers) > 5
         back = three.update("--rollback", "--limit", "spark1")
@@ -240,7 +229,7 @@ def test_a_litellm_upgrade_and_its_rollback_keep_open_webui_data(three):
         assert outcome(back.stdout)["spark1"] == "rolled back (on request)"
         assert litellm_version(spark1) == "1.102.4"
         assert webui_still_has(tunnel.url, chat_id)
-        with three.traffic() as traffic:
+        with three.fast_traffic() as traffic:
             time.sleep(2)
         assert traffic.failures() == [] and len(traffic.answers) > 5
     finally:

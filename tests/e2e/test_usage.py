@@ -15,7 +15,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,54 +23,41 @@ import httpx
 import openai
 import pytest
 
-from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import ssh
-from sparkstack.simulated.inventory import write_inventory
-from tests.doubles.cloud_standin import CloudStandin
-from tests.e2e.helpers import REPO, run_deploy
+from tests.e2e.conftest import SPARKSTACK, SimFleet
+from tests.e2e.helpers import REPO
 
 pytestmark = pytest.mark.e2e
-SPARKSTACK = str(Path(sys.executable).with_name("sparkstack"))
 ARTIFACTS = REPO / ".sim" / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-class Spark:
+class Spark(SimFleet):
     def __init__(self, tmp, cloud):
-        self.tmp, self.cloud = tmp, cloud
-        self.inventory = tmp / "inventory.py"
-        self.host = fleet.boot("spark7", 7)
-        write_inventory(self.inventory, [self.host], {
-            "secrets_dir": str(tmp / "secrets"), "cloud_api_base": cloud.api_base,
-            "cloud_api_key": cloud.api_key},
-            {"spark7": {"roles": ["postgres", "vllm", "litellm"],
-                        "litellm_bind_address": self.host.address}})
+        super().__init__(tmp, cloud)
+        self.host = self.boot("spark7", 7)
+        self.write_hosts({}, {"spark7": {"roles": ["postgres", "vllm", "litellm"],
+                                         "litellm_bind_address": self.host.address}})
         self.base = f"http://{self.host.address}:4000"
 
     @property
     def key(self) -> str:
-        return json.loads((self.tmp / "secrets" / "hosts" / "spark7.json").read_text())[
-            "litellm_master_key"]
+        return self.master_key("spark7")
 
     def usage(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([SPARKSTACK, "usage", "-i", str(self.inventory), *args],
                               cwd=REPO, capture_output=True, text=True, timeout=120)
 
     def sql(self, query: str) -> str:
-        return ssh(self.host, f"cd / && runuser -u postgres -- psql -d litellm -XAtc "
-                              f"{shlex.quote(query)}").stdout.strip()
+        return self.psql(self.host, query)
 
 
 @pytest.fixture(scope="module")
-def spark(tmp_path_factory):
-    fleet.down_all()
-    fleet.ensure_network()
-    with CloudStandin(fleet.BRIDGE_ADDR) as cloud:
-        s = Spark(tmp_path_factory.mktemp("usage"), cloud)
-        first = run_deploy(s.inventory)
-        assert first.returncode == 0, first.output[-3000:]
-        yield s
-    fleet.down_all()
+def spark(sim):
+    s = sim(Spark)
+    first = s.deploy()
+    assert first.returncode == 0, first.output[-3000:]
+    return s
 
 
 def wait_for_rows(spark: Spark, count: int, timeout: float = 15) -> None:

@@ -1,0 +1,108 @@
+"""The end-to-end tests' one harness: simulated Sparks booted fresh for each module,
+the cloud stand-in (one for the whole session), and what every module asks of them:
+an inventory written with the module's settings, the deploy and the `sparkstack`
+commands run as an owner would, a host's secrets, SQL on its PostgreSQL.
+
+A module subclasses `SimFleet` for what only it needs, and gets its instance from the
+`sim` fixture's `make`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparkstack.simulated import engine, fleet
+from sparkstack.simulated.fleet import SimHost, ssh
+from sparkstack.simulated.inventory import write_inventory
+from tests.doubles.cloud_standin import CloudStandin
+from tests.e2e.helpers import REPO, DeployResult, run_deploy
+from tests.e2e.traffic import Traffic
+
+SPARKSTACK = str(Path(sys.executable).with_name("sparkstack"))
+
+
+class SimFleet:
+    """Simulated Sparks of one module, and its inventory."""
+
+    def __init__(self, tmp: Path, cloud: CloudStandin):
+        self.tmp, self.cloud = tmp, cloud
+        self.inventory = tmp / "inventory.py"
+        self.hosts: list[SimHost] = []
+
+    def boot(self, name: str, index: int, gpu: bool = True) -> SimHost:
+        host = fleet.boot(name, index, gpu=gpu)
+        self.hosts.append(host)
+        return host
+
+    def host(self, name: str) -> SimHost:
+        return next(h for h in self.hosts if h.name == name)
+
+    def write_hosts(self, group: dict, host_data: dict[str, dict], hosts=None,
+                    vllm: str = engine.STANDIN, hub: str = "") -> Path:
+        """The inventory: these hosts (all booted, by default) with their data, and the
+        group settings over the module's defaults (its secrets folder, the cloud
+        stand-in as the cloud)."""
+        group = {"secrets_dir": str(self.tmp / "secrets"),
+                 "cloud_api_base": self.cloud.api_base, "cloud_api_key": self.cloud.api_key,
+                 **group}
+        return write_inventory(self.inventory, hosts or self.hosts, group, host_data,
+                               vllm=vllm, hub=hub)
+
+    def deploy(self, *extra: str, **kw) -> DeployResult:
+        return run_deploy(self.inventory, *extra, **kw)
+
+    def sparkstack(self, command: str, *args: str, timeout: float = 600
+                   ) -> subprocess.CompletedProcess:
+        """`sparkstack COMMAND -i INVENTORY ARGS`; stdout and stderr both in .stdout."""
+        return subprocess.run([SPARKSTACK, command, "-i", str(self.inventory), *args],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=timeout)
+
+    def secrets(self, host: str) -> dict[str, str]:
+        values = json.loads((self.tmp / "secrets" / "hosts" / f"{host}.json").read_text())
+        values.update(json.loads((self.tmp / "secrets" / "fleet.json").read_text()))
+        return values
+
+    def master_key(self, host: str) -> str:
+        """The LiteLLM master key of `host`."""
+        return self.secrets(host)["litellm_master_key"]
+
+    def traffic(self, host: SimHost, profiles: list[str], rate: float = 6,
+                by_backend: bool = False) -> Traffic:
+        """Clients of `host`'s LiteLLM, on its fleet address."""
+        return Traffic(f"http://{host.address}:4000", self.master_key(host.name), profiles,
+                       rate=rate, by_backend=by_backend)
+
+    def psql(self, host: SimHost, query: str, database: str = "litellm") -> str:
+        return ssh(host, f"cd / && runuser -u postgres -- psql -d {database} -XAtc "
+                         f"{shlex.quote(query)}").stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def cloud():
+    """The cloud stand-in, on the fleet's bridge, for every module."""
+    fleet.ensure_network()
+    with CloudStandin(fleet.BRIDGE_ADDR) as standin:
+        yield standin
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory, cloud):
+    """Makes the module's SimFleet (or subclass) on freshly booted Sparks; every
+    simulated Spark is stopped before and after the module."""
+    made = []
+
+    def make(kind=SimFleet, *args, **kw):
+        instance = kind(tmp_path_factory.mktemp("fleet"), cloud, *args, **kw)
+        made.append(instance)
+        return instance
+
+    fleet.down_all()
+    fleet.ensure_network()
+    yield make
+    fleet.down_all()
