@@ -86,7 +86,7 @@ def test_make_before_break_starts_and_routes_the_new_model_before_the_old_one_dr
     assert start < route < drain < stop
     assert ("spark2", "gate --drain spark1:8000") in log     # the other LiteLLM drains it
     assert f"systemctl enable --quiet {NEW.unit}" in order
-    assert f"systemctl disable --quiet {OLD.unit}" in order
+    assert f"systemctl disable --now --quiet {OLD.unit}" in order
     assert "put /var/lib/sparkstack/vllm/swap-choices.json" in order  # recorded once it worked
 
 
@@ -131,12 +131,27 @@ def test_a_failed_download_changes_nothing():
 
 def test_a_first_start_is_a_swap_with_nothing_to_stop():
     log = []
-    first = Swap(host="spark1", shells={"spark1": FakeShell("spark1", log)},
-                 mode=MAKE_BEFORE_BREAK, stop=[], start=[Unit(NEW.unit, NEW.backend,
-                                                              ["spark1"])])
+    first = Swap(host="spark1", shells={"spark1": FakeShell("spark1", log),
+                                        "spark2": FakeShell("spark2", log)},
+                 mode=MAKE_BEFORE_BREAK, stop=[], start=[NEW])
+    assert first.describe() == f"start {NEW.unit}"
     first.run()
+    # the other Sparks' LiteLLM routes a new model at the end of the run, not here
     assert commands(log) == ["systemctl daemon-reload", f"systemctl start {NEW.unit}",
                              f"systemctl enable --quiet {NEW.unit}"]
+
+
+def test_a_first_start_that_fails_is_left_trying_with_its_log():
+    """Nothing ran before it: nothing to roll back to."""
+    log = []
+    first = Swap(host="spark1", shells={"spark1": FakeShell("spark1", log, fails=(
+        f"systemctl start {NEW.unit}",))}, mode=MAKE_BEFORE_BREAK, stop=[], start=[NEW],
+        previous={"/etc/systemd/system/sparkstack-vllm-new.service": None})
+    with pytest.raises(PyinfraError, match="did not become ready; it keeps trying"):
+        first.run()
+    order = commands(log)
+    assert not any(c.startswith("rm -f") or "reset-failed" in c for c in order)
+    assert f"systemctl enable --quiet {NEW.unit}" in order
 
 
 # --- the update of one host --------------------------------------------------------------

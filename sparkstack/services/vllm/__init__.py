@@ -2,20 +2,21 @@
 
 Every model entry runs, except the members of a swap group that stand by: of each
 group, the member `sparkstack swap` chose (recorded on the host) runs, else the first
-listed. A model's unit starts only after the memory-fit gate passed (fit.py). When a
-run replaces a unit that runs now (changed flags or model, another member of a swap
-group, a model dropped from the inventory), the change is a swap (swap.py): downloaded
-first, make-before-break when both fit, rolled back when the new model fails.
+listed. A model's unit starts only after the memory-fit gate passed (fit.py). Whatever
+a run does with the units (a first start, a changed flag or model, another member of a
+swap group, a model dropped from the inventory) is one planned transaction
+(`UnitsPlan` -> swap.py): weights downloaded first, make-before-break when both fit, and
+when it replaced something that ran, rolled back if the new model fails.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from io import StringIO
+from dataclasses import dataclass
 
 from pyinfra import logger
-from pyinfra.operations import python, server, systemd
+from pyinfra.operations import python
 from sparkstack_host.contract import (
     DOWNLOAD,
     GATE,
@@ -29,14 +30,13 @@ from sparkstack_host.contract import (
 
 from ...fleet import Fleet
 from ...host_facts import Snapshot, snapshot
-from ...operations import deb_packages, ensure_dir, put_file, unit_stopped
+from ...operations import deb_packages, ensure_dir, unit_running, unit_stopped
 from ...settings import HostSettings
 from ..base import (
     Deployment,
     ServiceInfo,
     install,
     prepare,
-    run_unit,
     write_secrets,
     write_unit,
 )
@@ -145,113 +145,127 @@ def deploy(d: Deployment) -> None:
     # vLLM reads VLLM_API_KEY from its environment: the key never is on a command line.
     key = write_secrets(svc, "vLLM", {"VLLM_API_KEY": secrets["vllm_api_key"]})
     bind = fleet.vllm_bind_address(s)
-    state = snapshot()
-    chosen = chosen_members(s, state, choose)
-    runs = [m for m in s.models if not m["swap_group"] or chosen[m["swap_group"]] == m["name"]]
     units = {m["name"]: write_unit(svc, vllm_unit(m["name"]), UNIT_TEMPLATE,
                                    **unit_context(s, m, bind)) for m in s.models}
-    restart_all = venv.will_change or key.will_change
-
-    starting = [m for m in runs if not state.running(vllm_unit(m["name"]))
-                or units[m["name"]].will_change or restart_all]
-    in_place = [vllm_unit(m["name"]) for m in starting if state.running(vllm_unit(m["name"]))]
-    wanted = {vllm_unit(m["name"]) for m in s.models}
-    stale = [p for p in state.files_matching(f"{UNIT_DIR}/{VLLM_UNIT_GLOB}")
-             if p.rsplit("/", 1)[-1] not in wanted]
-    going = [vllm_unit(m["name"]) for m in s.models
-             if m not in runs and state.running(vllm_unit(m["name"]))]
-    going += [p.rsplit("/", 1)[-1] for p in stale if state.running(p.rsplit("/", 1)[-1])]
-    planned = fit.check(s, state, starting, in_place + going)
-    for line in planned.lines:
+    plan = UnitsPlan.of(s, snapshot(), {n: op.will_change for n, op in units.items()},
+                        restart_all=venv.will_change or key.will_change, choose=choose)
+    for line in plan.fit.lines:
         logger.info(f"    [{s.name}] {line}")
-
-    if in_place or going:
-        plan_swap(s, fleet, state, starting, in_place, going, stale, planned, units, choose,
-                  venv)
-    else:
-        if planned.drop_caches:
-            server.shell(name="Drop the page cache so the new models fit",
-                         commands=["sync", "echo 3 > /proc/sys/vm/drop_caches"])
-        for m in starting:
-            if needs_download(s, m):
-                server.shell(name=f"Download {m['model']} for {m['name']}",
-                             commands=[download_command(s, m)])
-        for m in runs:
-            unit = vllm_unit(m["name"])
-            run_unit(unit, f"Run {unit} (returns once the model answers)", units[m["name"]],
-                     [venv, key])
-        if choose:
-            record_choices(s, chosen)
-        for path in stale:
-            unit = path.rsplit("/", 1)[-1]
-            systemd.service(name=f"Disable {unit} (no longer in the inventory)",
-                            service=unit, running=False, enabled=False)
-            server.shell(name=f"Remove {unit}",
-                         commands=[f"rm -f {path}", "systemctl daemon-reload"])
+    if plan.changes_anything:
+        transaction = plan.transaction(fleet, venv.will_change)
+        python.call(name=f"vLLM: {transaction.describe()}", function=transaction.run)
+    for m in plan.runs:
+        if m not in plan.starting:  # running and unchanged: kept running and enabled
+            unit_running(name=f"Keep {vllm_unit(m['name'])} running", unit=vllm_unit(m["name"]))
     for m in s.models:
         unit = vllm_unit(m["name"])
-        if m not in runs and unit not in going:  # those the swap stops itself
+        if m not in plan.runs and unit not in plan.going:  # those the transaction stops
             unit_stopped(name=f"{unit} stands by (swap group {m['swap_group']})", unit=unit)
 
 
-def record_choices(s: HostSettings, chosen: dict[str, str]):
-    return put_file(name="Record which member of each swap group runs",
-                    src=StringIO(json.dumps(chosen, indent=1, sort_keys=True) + "\n"),
-                    dest=s.layout.swap_choices, mode="644")
+@dataclass
+class UnitsPlan:
+    """What one run does with a host's vLLM units, decided before anything changes: a
+    first start, a flag change, a declarative swap and an on-demand one alike. The
+    transaction it makes (swap.py) starts `starting` and stops `going` (and the running
+    units that restart), make-before-break when the fit allows."""
+
+    s: HostSettings
+    state: Snapshot
+    choose: dict[str, str] | None
+    chosen: dict[str, str]          # swap group -> the member that runs
+    runs: list[dict]                # the models that run once it is done
+    starting: list[dict]            # of those, the ones that (re)start
+    in_place: list[str]             # units that run now and restart
+    going: list[str]                # units that run now and stop (stand by, or gone)
+    stale: list[str]                # unit files of models gone from the inventory
+    changed_units: dict[str, bool]  # model -> its unit file changes in this run
+    fit: fit.FitPlan
+
+    @classmethod
+    def of(cls, s: HostSettings, state: Snapshot, changed_units: dict[str, bool],
+           restart_all: bool = False, choose: dict[str, str] | None = None) -> UnitsPlan:
+        chosen = chosen_members(s, state, choose)
+        runs = [m for m in s.models
+                if not m["swap_group"] or chosen[m["swap_group"]] == m["name"]]
+        starting = [m for m in runs if not state.running(vllm_unit(m["name"]))
+                    or changed_units[m["name"]] or restart_all]
+        in_place = [vllm_unit(m["name"]) for m in starting
+                    if state.running(vllm_unit(m["name"]))]
+        wanted = {vllm_unit(m["name"]) for m in s.models}
+        stale = [p for p in state.files_matching(f"{UNIT_DIR}/{VLLM_UNIT_GLOB}")
+                 if p.rsplit("/", 1)[-1] not in wanted]
+        going = [vllm_unit(m["name"]) for m in s.models
+                 if m not in runs and state.running(vllm_unit(m["name"]))]
+        going += [p.rsplit("/", 1)[-1] for p in stale if state.running(p.rsplit("/", 1)[-1])]
+        return cls(s, state, choose, chosen, runs, starting, in_place, going, stale,
+                   changed_units, fit.check(s, state, starting, in_place + going))
+
+    @property
+    def changes_anything(self) -> bool:
+        recorded = self.choose and self.state.content(self.s.layout.swap_choices) != \
+            choices_text(self.chosen)
+        return bool(self.starting or self.going or self.stale or recorded)
+
+    def transaction(self, fleet: Fleet, new_vllm: bool) -> Swap:
+        """The run's transaction, once the new unit files are written. `new_vllm`: the
+        run switches to another vLLM venv (the old one comes back on a rollback)."""
+        from pyinfra import state as run_state
+
+        from ...context import current_run
+        s, state, layout = self.s, self.state, self.s.layout
+
+        def unit_of(model: dict) -> Unit:
+            return Unit(vllm_unit(model["name"]), backend_id(s.name, model["port"]),
+                        [h.name for h in fleet.litellm_hosts_routing_to(s, model)])
+
+        try:  # ports of units dropped from the inventory: from the last deploy's manifest
+            recorded = {m.unit: m for m in Manifest.from_json(
+                state.content(layout.manifest) or "").models}
+        except (ValueError, KeyError, TypeError):
+            recorded = {}
+        by_unit = {vllm_unit(m["name"]): m for m in s.models}
+        stop = [unit_of(by_unit[u]) for u in self.in_place]
+        for u in self.going:
+            if u in by_unit:
+                stop.append(unit_of(by_unit[u]))
+            else:  # dropped from the inventory: only its own host's LiteLLM routes it
+                port = recorded[u].port if u in recorded else 0
+                stop.append(Unit(u, backend_id(s.name, port),
+                                 [s.name] if s.has("litellm") else []))
+        start = [unit_of(m) for m in self.starting]
+        previous = {path: state.content(path) for path in (layout.manifest,
+                                                            layout.routes_plan)
+                    if state.content(path) is not None}
+        for m in self.starting:
+            if self.changed_units[m["name"]]:  # None: a new unit, removed on rollback
+                path = f"{UNIT_DIR}/{vllm_unit(m['name'])}"
+                previous[path] = state.content(path)
+        links = {}
+        current = state.file(f"{layout.service_root('vllm')}/current") or {}
+        if new_vllm and current.get("target"):
+            links[layout.venv("vllm")] = current["target"]
+        record = {}
+        if self.choose:
+            record[layout.swap_choices] = choices_text(self.chosen)
+            previous.setdefault(layout.swap_choices, state.content(layout.swap_choices))
+        run = current_run(run_state)
+        involved = {s.name, *(h for u in stop + start for h in u.litellm_hosts)}
+        return Swap(
+            host=s.name, shells={name: run.shell(run_state.inventory.get_host(name))
+                                 for name in involved},
+            mode=self.fit.mode, stop=stop, start=start,
+            downloads=[(m["model"], m["revision"], download_command(s, m))
+                       for m in self.starting if needs_download(s, m)],
+            drop_caches=self.fit.drop_caches, previous=previous, links=links,
+            record=record, disable=self.going + [p.rsplit("/", 1)[-1] for p in self.stale
+                                                 if p.rsplit("/", 1)[-1] not in self.going],
+            remove=list(self.stale))
 
 
-def plan_swap(s: HostSettings, fleet: Fleet, state: Snapshot, starting: list[dict],
-              in_place: list[str], going: list[str], stale: list[str], planned: fit.FitPlan,
-              units: dict, choose: dict | None, venv) -> None:
-    """The swap: the transaction that runs once the new unit files are written."""
-    def unit_of(model: dict) -> Unit:
-        return Unit(vllm_unit(model["name"]), backend_id(s.name, model["port"]),
-                    [h.name for h in fleet.litellm_hosts_routing_to(s, model)])
-
-    try:  # ports of units dropped from the inventory: from the last deploy's manifest
-        recorded = {m.unit: m for m in Manifest.from_json(
-            state.content(s.layout.manifest) or "").models}
-    except (ValueError, KeyError, TypeError):
-        recorded = {}
-    by_unit = {vllm_unit(m["name"]): m for m in s.models}
-    stop = [unit_of(by_unit[u]) for u in in_place]
-    for u in going:
-        if u in by_unit:
-            stop.append(unit_of(by_unit[u]))
-        else:  # dropped from the inventory: only its own host's LiteLLM still routes it
-            port = recorded[u].port if u in recorded else 0
-            stop.append(Unit(u, backend_id(s.name, port), [s.name] if s.has("litellm") else []))
-    layout = s.layout
-    previous = {path: state.content(path) for path in (layout.manifest, layout.routes_plan)
-                if state.content(path) is not None}
-    for m in starting:
-        path = f"{UNIT_DIR}/{vllm_unit(m['name'])}"
-        if units[m["name"]].will_change:
-            previous[path] = state.content(path)  # None: a new unit, removed on rollback
-    links = {}
-    current = state.file(f"{layout.service_root('vllm')}/current") or {}
-    if venv.will_change and current.get("target"):  # a new vLLM: the old one comes back
-        links[layout.venv("vllm")] = current["target"]
-    chosen = chosen_members(s, state, choose)
-    record = {}
-    if choose:
-        record[layout.swap_choices] = json.dumps(chosen, indent=1, sort_keys=True) + "\n"
-        previous.setdefault(layout.swap_choices, state.content(layout.swap_choices))
-    from pyinfra import state as run_state
-
-    from ...context import current_run
-    run = current_run(run_state)
-    involved = {s.name, *(h for u in stop + [unit_of(m) for m in starting]
-                          for h in u.litellm_hosts)}
-    transaction = Swap(
-        host=s.name, shells={name: run.shell(run_state.inventory.get_host(name))
-                             for name in involved},
-        mode=planned.mode, stop=stop, start=[unit_of(m) for m in starting],
-        downloads=[(m["model"], m["revision"], download_command(s, m))
-                   for m in starting if needs_download(s, m)],
-        drop_caches=planned.drop_caches, previous=previous, links=links, record=record,
-        disable=[u for u in going], remove=[p for p in stale])
-    python.call(name=f"Swap models: {transaction.describe()}", function=transaction.run)
+def choices_text(chosen: dict[str, str]) -> str:
+    """The recorded swap choices (`<state_root>/vllm/swap-choices.json`)."""
+    return json.dumps(chosen, indent=1, sort_keys=True) + "\n"
 
 
 SERVICE = ServiceInfo(role="vllm", label="vLLM", deploy=deploy, requirements=requirements,

@@ -21,6 +21,7 @@ served by several Sparks stays local on the others:
 from __future__ import annotations
 
 import shlex
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import gevent.lock
@@ -58,8 +59,11 @@ class Swap:
     log_lines: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        stop = ", ".join(u.unit for u in self.stop) or "nothing"
         start = ", ".join(u.unit for u in self.start) or "nothing"
+        if not self.stop:  # a first start, a model added, a unit removed
+            gone = f"; remove {', '.join(self.disable)}" if self.disable else ""
+            return f"start {start}{gone}"
+        stop = ", ".join(u.unit for u in self.stop)
         return f"swap ({self.mode}): stop {stop}; start {start}"
 
     # --- commands on this and other hosts ---------------------------------------------------
@@ -93,6 +97,8 @@ class Swap:
         ok, _ = self._shell.run(f"systemctl start {unit.unit}")
         if not ok:
             raise NotReady(unit.unit, self._shell.journal(unit.unit))
+        if not self.stop:  # a model that is new here: the run's last step routes it
+            return
         for other in self._others(unit):
             self._log(f"route {unit.backend} on {other}'s LiteLLM")
             self.shells[other].gate("--undrain", unit.backend)
@@ -120,8 +126,11 @@ class Swap:
             shell.gate()
 
     def run(self) -> None:
-        """Runs at execution time (python.call); raises when the swap was rolled back."""
-        with _one_at_a_time:
+        """Runs at execution time (python.call); raises when the swap was rolled back.
+        One that stops nothing (a first start, a model added) has nothing to go back to:
+        a unit that does not become ready is left trying, and the run fails with its
+        log; nor need the other Sparks wait for it."""
+        with _one_at_a_time if self.stop else nullcontext():
             self._log(self.describe())
             try:
                 self._download()
@@ -150,20 +159,32 @@ class Swap:
                         started.append(unit)
                         self._start_and_route(unit)
             except NotReady as e:
+                if not self.stop:
+                    self._finish()
+                    self._log(f"last log lines of {e.unit}:")
+                    for line in e.journal.splitlines():
+                        self._log(f"    {line}")
+                    raise PyinfraError(f"{self.host}: {e.unit} did not become ready; it keeps "
+                                       "trying, and its profiles stay on their cloud model")
                 self._log(f"{e.unit} did not become ready: rolling back")
                 self._restore(started, stopped)
                 raise PyinfraError(f"{self.host}: swap rolled back, {e.unit} did not become "
                                    f"ready; the host runs what it ran before. Last log lines "
                                    f"of {e.unit}:\n{e.journal}")
-            for path, text in self.record.items():
-                self._shell.put_text(path, text)
-            for unit in self.start:
-                self._shell.must(f"systemctl enable --quiet {unit.unit}")
-            for unit in self.disable:
-                self._shell.must(f"systemctl disable --quiet {unit}")
-            if self.remove:
-                self._shell.must(f"rm -f {shlex.join(self.remove)} && systemctl daemon-reload")
-            self._log("swap done")
+            self._finish()
+            self._log("swap done" if self.stop else "started")
+
+    def _finish(self) -> None:
+        """What the run leaves in place: the recorded choices, the units enabled that
+        run and disabled that stand by, the files of models gone from the inventory."""
+        for path, text in self.record.items():
+            self._shell.put_text(path, text)
+        for unit in self.start:
+            self._shell.must(f"systemctl enable --quiet {unit.unit}")
+        for unit in self.disable:
+            self._shell.must(f"systemctl disable --now --quiet {unit}")
+        if self.remove:
+            self._shell.must(f"rm -f {shlex.join(self.remove)} && systemctl daemon-reload")
 
 
 class NotReady(Exception):
