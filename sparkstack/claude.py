@@ -3,12 +3,11 @@ LiteLLM, its model slots mapped to profiles by the `claude_code_models` setting.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import shlex
 
 from .host_shell import inventory_hosts
-from .settings import resolve_controller_path, validate_inventory
+from .settings import resolve_controller_path, served_by_litellm, validate_inventory
 
 QUIET = {"DISABLE_TELEMETRY": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
          "DISABLE_AUTOUPDATER": "1"}
@@ -19,8 +18,7 @@ SLOTS = {"model": "ANTHROPIC_MODEL", "opus": "ANTHROPIC_DEFAULT_OPUS_MODEL",
 def routed_name(s, slot: str) -> str:
     """The model name for a Claude Code slot: a profile, or a name an alias routes."""
     name = s["claude_code_models"].get(slot)
-    if not isinstance(name, str) or not (name in s["profiles"] or any(
-            fnmatch.fnmatchcase(name, p) for p in s["litellm_model_aliases"])):
+    if not served_by_litellm(s, name):
         raise RuntimeError(f"host {s.name}: claude_code_models.{slot} = {name!r}: must be "
                            f"a profile ({', '.join(s['profiles'])}) or a name an alias "
                            "routes (e.g. claude-sonnet-4-5)")

@@ -54,6 +54,8 @@ def pip_conf(s: HostSettings) -> str:
         lines.append("extra-index-url = " + " ".join(s["pip_extra_index_urls"]))
     if s["pip_find_links"]:
         lines.append("find-links = " + " ".join(s["pip_find_links"]))
+    if s["pip_trusted_hosts"]:
+        lines.append("trusted-host = " + " ".join(s["pip_trusted_hosts"]))
     if s["extra_ca_certificates"]:
         lines.append(f"cert = {CA_BUNDLE}")
     if s["https_proxy"] or s["http_proxy"]:

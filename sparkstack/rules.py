@@ -314,6 +314,8 @@ RULES: dict[str, Rule] = {
     "pip_extra_index_urls": Rule(each(URL_CHECK, "URLs"), ["mirror.lan"]),
     "pip_find_links": Rule(each(url_or_path, "folders or URLs"), ["wheels"]),
     "pip_constraints": Rule(each(constraint, "pinned requirements"), ["torch"]),
+    "pip_trusted_hosts": Rule(each(matching(HOSTNAME, "a host name or address"),
+                                   "host names"), ["http://mirror.lan"]),
     "install_root": Rule(root_path, "opt/sparkstack"),
     "config_root": Rule(root_path, "etc/sparkstack"),
     "state_root": Rule(root_path, "/"),

@@ -7,6 +7,8 @@ and what would be accepted.
 
 from __future__ import annotations
 
+import fnmatch
+import urllib.parse
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,7 @@ from sparkstack_host.contract import Layout
 from .project import DEFAULTS_FILE, controller_path
 from .rules import MODEL_RULES, NAME, ROLES, RULES, Rule, controls, host_or_address
 
+PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 # Data keys that belong to pyinfra itself (connectors, global operation arguments).
 PYINFRA_KEY_PREFIXES = ("ssh_", "winrm_", "docker_", "dockerssh_", "chroot_", "local_",
                         "podman_", "terraform_", "vagrant_", "_")
@@ -44,6 +47,7 @@ class HostSettings:
     name: str
     values: dict[str, Any]
     models: list[dict[str, Any]] = field(default_factory=list)
+    given: frozenset[str] = frozenset()   # the settings the inventory sets (not defaults)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -155,11 +159,25 @@ def _check_host(name: str, data: dict[str, Any], defaults: dict[str, Any],
                 models.append(merged)
     _check_unique(name, models, problems)
     _check_ports(name, values, models, problems)
+    plain = [u for u in [values["pip_index_url"], *values["pip_extra_index_urls"],
+                         *values["pip_find_links"]] if u.startswith("http://")]
+    for url in plain:
+        where = urllib.parse.urlsplit(url).hostname or url
+        if where not in values["pip_trusted_hosts"]:
+            problems.append(f"host {name}: {url!r} is served over plain HTTP, which pip "
+                            f"ignores unless its host is trusted: add {where!r} to "
+                            "pip_trusted_hosts, or serve it over https")
     for path in values["extra_ca_certificates"]:
-        if not resolve_controller_path(path).is_file():
+        file = resolve_controller_path(path)
+        if not file.is_file():
             problems.append(f"host {name}: extra_ca_certificates item {path!r}: no such "
                             "file on the controller; give PEM certificate files")
-    return HostSettings(name, values, models)
+        elif PEM_CERTIFICATE not in file.read_bytes():
+            problems.append(f"host {name}: extra_ca_certificates item {path!r}: holds no "
+                            "PEM certificate (no '-----BEGIN CERTIFICATE-----' line); give "
+                            "the CA's certificate in PEM form (openssl x509 -in CA.der "
+                            "-inform der -out CA.crt)")
+    return HostSettings(name, values, models, frozenset(data))
 
 
 def _check_unique(host: str, models: list[dict], problems: list[str]) -> None:
@@ -195,6 +213,13 @@ def _check_ports(host: str, values: dict, models: list[dict], problems: list[str
             seen[port] = owner
 
 
+def served_by_litellm(s: HostSettings, name: str) -> bool:
+    """Is `name` a model name this host's LiteLLM serves: a profile, or a name one of
+    its aliases routes?"""
+    return name in s["profiles"] or any(fnmatch.fnmatchcase(name, pattern)
+                                        for pattern in s["litellm_model_aliases"])
+
+
 def _check_fleet(hosts: list[HostSettings], problems: list[str]) -> None:
     served = {name for h in hosts if h.has("vllm") for m in h.models
               for name in (m["name"], m["swap_group"]) if name}
@@ -220,6 +245,15 @@ def _check_fleet(hosts: list[HostSettings], problems: list[str]) -> None:
                 problems.append(f"host {h.name}: litellm_model_aliases.{pattern} = "
                                 f"{target!r}: no such profile; profiles: "
                                 f"{', '.join(profiles)}")
+        # the documented default names the default profiles; `sparkstack claude-env`
+        # says so if they are gone, and a slot set on purpose must name a served model
+        for slot, name in h["claude_code_models"].items() if "claude_code_models" in h.given \
+                else ():
+            if not served_by_litellm(h, name):
+                problems.append(f"host {h.name}: claude_code_models.{slot} = {name!r}: "
+                                f"LiteLLM serves no such model; give a profile "
+                                f"({', '.join(profiles)}) or a name an alias routes "
+                                "(e.g. claude-sonnet-4-5)")
 
 
 resolve_controller_path = controller_path

@@ -150,3 +150,29 @@ def test_pyinfra_connection_keys_are_not_settings():
 def test_problems_on_several_hosts_are_reported_together():
     found = problems({"a": {"litellm_port": "x"}, "b": {"nope": 1}})
     assert [p.split(":")[0] for p in found] == ["host a", "host b"]
+
+
+def test_a_claude_code_slot_set_to_a_model_litellm_does_not_serve_is_refused():
+    found = problems({"s": {"claude_code_models": {"model": "nonexistent", "opus": "expert",
+                                                   "sonnet": "claude-sonnet-4-5",
+                                                   "haiku": "fast"}}})
+    assert found == ["host s: claude_code_models.model = 'nonexistent': LiteLLM serves no "
+                     "such model; give a profile (fast, expert, code, cloud) or a name an "
+                     "alias routes (e.g. claude-sonnet-4-5)"]
+
+
+def test_a_ca_file_that_is_not_a_certificate_is_refused(tmp_path):
+    not_a_cert = tmp_path / "hostname"
+    not_a_cert.write_text("spark-1\n")
+    msg = one_problem({"s": {"extra_ca_certificates": [str(not_a_cert)]}})
+    assert f"extra_ca_certificates item '{not_a_cert}': holds no PEM certificate" in msg
+
+
+def test_a_package_folder_over_plain_http_needs_its_host_trusted():
+    msg = one_problem({"s": {"pip_find_links": ["http://mirror.lan/wheels/"]}})
+    assert ("'http://mirror.lan/wheels/' is served over plain HTTP, which pip ignores "
+            "unless its host is trusted: add 'mirror.lan' to pip_trusted_hosts") in msg
+    s = validate_inventory({"s": {"pip_find_links": ["http://mirror.lan/wheels/"],
+                                  "pip_trusted_hosts": ["mirror.lan"]}})[0]
+    from sparkstack.render import pip_conf
+    assert "trusted-host = mirror.lan" in pip_conf(s).splitlines()

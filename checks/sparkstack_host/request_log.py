@@ -63,10 +63,19 @@ def _time(value) -> float | None:
     return value.timestamp() if isinstance(value, datetime) else float(value)
 
 
+# what LiteLLM passes as the key's hash for a request made with its master key
+MASTER_KEY = "litellm_proxy_master_key"
+
+
 def key_hash(value: str | None) -> str:
     """LiteLLM passes the key's hash; a raw key (sk-...) is hashed here, never stored."""
     value = value or ""
     return hashlib.sha256(value.encode()).hexdigest() if value.startswith("sk-") else value
+
+
+def key_alias(hashed: str, alias: str | None) -> str:
+    """The key's alias, and for the master key (which has none) its name."""
+    return alias or ("master key" if hashed == MASTER_KEY else "")
 
 
 def row_from_call(kwargs: dict, status: str, keep_text: bool) -> tuple:
@@ -85,7 +94,8 @@ def row_from_call(kwargs: dict, status: str, keep_text: bool) -> tuple:
         datetime.fromtimestamp(started, timezone.utc),
         payload.get("trace_id") or kwargs.get("litellm_call_id") or "", status == "ok",
         key_hash(payload.get("metadata", {}).get("user_api_key_hash")),
-        payload.get("metadata", {}).get("user_api_key_alias") or "",
+        key_alias(payload.get("metadata", {}).get("user_api_key_hash") or "",
+                  payload.get("metadata", {}).get("user_api_key_alias")),
         metadata.get("original_model_group") or payload.get("model_group") or "",
         served, info.get("sparkstack_host") or "", info.get("sparkstack_route") or "",
         int(metadata.get("attempted_fallbacks") or 0),
@@ -101,7 +111,8 @@ def row_from_call(kwargs: dict, status: str, keep_text: bool) -> tuple:
 def row_failed(request: dict, error: Exception, key: str, alias: str) -> tuple:
     """The final row of a request its client got an error for."""
     return (datetime.now(timezone.utc), request.get("litellm_call_id") or "", True,
-            key_hash(key), alias, str(request.get("model") or ""), "", "", "", 0, 0, 0,
+            key_hash(key), key_alias(key, alias), str(request.get("model") or ""), "", "", "",
+            0, 0, 0,
             None, None, bool(request.get("stream")), "error", type(error).__name__, 0.0,
             None, None)
 

@@ -27,7 +27,9 @@ DIMENSIONS = {
     "profile": "requested",
     "host": "CASE WHEN served_host <> '' THEN served_host "
             "WHEN status = 'ok' THEN 'cloud' ELSE 'none' END",
-    "key": "CASE WHEN key_alias <> '' THEN key_alias ELSE left(key_hash, 12) END",
+    # rows written before the log named the master key carry only LiteLLM's placeholder
+    "key": "CASE WHEN key_alias <> '' THEN key_alias WHEN key_hash = "
+           "'litellm_proxy_master_key' THEN 'master key' ELSE left(key_hash, 12) END",
 }
 # Latency histograms count whole milliseconds below 100 ms, then buckets 2% apart named
 # by their centre, so a percentile read from them is within 1% of the exact one.

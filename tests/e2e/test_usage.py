@@ -108,6 +108,9 @@ def test_a_known_mix_of_requests_is_reported_exactly(spark):
     by_host = {r["group"]: r["requests"] for r in json.loads(
         spark.usage("--since", "1h", "--by", "host", "--json").stdout)["rows"]}
     assert by_host == {"spark7": 13, "cloud": 9, "none": 2, "fleet": 24}
+    by_key = {r["group"] for r in json.loads(
+        spark.usage("--since", "1h", "--by", "key", "--json").stdout)["rows"]}
+    assert "master key" in by_key and not any(g.startswith("litellm_prox") for g in by_key)
     # A week reads the rollups the writer kept beside the rows: the same counts, tokens,
     # cost and latency percentiles as the rows of the last hour, for every grouping.
     for by in ("profile", "host", "key", "day"):

@@ -1,0 +1,47 @@
+"""The request log's rows, as LiteLLM's logging callback builds them (LiteLLM itself is
+not installed here: its base class is stubbed)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def request_log():
+    stub = types.ModuleType("litellm.integrations.custom_logger")
+    stub.CustomLogger = type("CustomLogger", (), {"__init__": lambda self: None})
+    names = ("litellm", "litellm.integrations", "litellm.integrations.custom_logger")
+    saved = {n: sys.modules.get(n) for n in names}
+    for name in names[:2]:
+        sys.modules[name] = types.ModuleType(name)
+    sys.modules[names[2]] = stub
+    sys.modules.pop("sparkstack_host.request_log", None)
+    from sparkstack_host import request_log as module
+    yield module
+    for name, old in saved.items():
+        if old is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = old
+    sys.modules.pop("sparkstack_host.request_log", None)
+
+
+def call(key_hash: str, alias: str | None = None) -> dict:
+    return {"standard_logging_object": {
+        "startTime": 1.0, "endTime": 2.0, "model_group": "fast",
+        "metadata": {"user_api_key_hash": key_hash, "user_api_key_alias": alias}}}
+
+
+def test_the_master_key_is_logged_by_name(request_log):
+    row = request_log.row_from_call(call("litellm_proxy_master_key"), "ok", False)
+    assert row[3:5] == ("litellm_proxy_master_key", "master key")
+
+
+def test_a_key_keeps_its_alias_and_a_raw_key_is_never_stored(request_log):
+    row = request_log.row_from_call(call("ab12" * 16, "team-a"), "ok", False)
+    assert row[3:5] == ("ab12" * 16, "team-a")
+    failed = request_log.row_failed({"model": "fast"}, RuntimeError("x"), "sk-secret", "")
+    assert failed[3] != "sk-secret" and len(failed[3]) == 64 and failed[4] == ""
