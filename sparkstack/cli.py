@@ -28,6 +28,26 @@ def _playbook(args: list[str], no_wait: bool) -> int:
     return subprocess.call(args, cwd=WORKDIR, env=env)
 
 
+def _sparks(ctx, param, value: str) -> str:
+    """The inventory a day-two command acts on: the one given; for the default
+    inventory.py when it lists no Spark, the simulated Sparks `sparkstack deploy`
+    booted; never an inventory without a host."""
+    path = Path(value) if Path(value).is_absolute() else Path.cwd() / value
+    if path.is_file() and inventory_hosts(path):
+        return str(path)
+    if param.default == value and SIM_INVENTORY.is_file() and inventory_hosts(SIM_INVENTORY):
+        click.echo(f"{value} lists no Spark: acting on the simulated Spark(s) of "
+                   f"{SIM_INVENTORY}", err=True)
+        return str(SIM_INVENTORY)
+    raise click.BadParameter(
+        f"{value} lists no Spark{'' if path.is_file() else ' (no such file)'}: add your "
+        "Sparks to it (see inventory.py), or run `sparkstack deploy` with an empty one to "
+        "boot a simulated Spark", param_hint="-i/--inventory")
+
+
+sparks_option = click.option("-i", "--inventory", default="inventory.py", show_default=True,
+                             callback=_sparks, help="your Sparks (pyinfra inventory)")
+
 no_wait_option = click.option(
     "--no-wait", is_flag=True,
     help="refuse at once when another run holds a Spark (default: wait for it)")
@@ -65,14 +85,21 @@ def deploy(inventory: Path, no_wait: bool, pyinfra_args: tuple[str, ...]) -> Non
             "\nThe simulated Spark is up. Reach its services through SSH, as on a real one:\n"
             f"  ssh -i {fleet.SSH_KEY} -L 4000:127.0.0.1:4000 -L 8080:127.0.0.1:8080 "
             f"root@{host.address}\n"
-            "  LiteLLM: http://127.0.0.1:4000 (UI at /ui), Open WebUI: http://127.0.0.1:8080\n"
+            "  LiteLLM: http://127.0.0.1:4000, Open WebUI: http://127.0.0.1:8080\n"
             f"  Keys and passwords: {WORKDIR / '.secrets' / 'hosts' / 'spark1.json'}\n"
+            "Next (each acts on this simulated Spark while inventory.py lists none):\n"
+            "  sparkstack health                  every service, model and profile\n"
+            "  sparkstack usage [--html r.html]   what the platform answered, from its "
+            "request log\n"
+            "  eval \"$(sparkstack claude-env)\"   point Claude Code at its LiteLLM\n"
+            "LiteLLM's own UI at /ui needs its database (litellm_request_log), which needs "
+            "internet on the Spark; sparkstack usage works everywhere.\n"
             "  Stop it with: .venv/bin/python -m sparkstack.simulated down")
     sys.exit(rc)
 
 
 @main.command()
-@click.option("-i", "--inventory", default="inventory.py", show_default=True)
+@sparks_option
 @click.option("--limit", multiple=True, help="host name, glob or group (repeatable)")
 @no_wait_option
 @click.argument("model")
@@ -87,7 +114,7 @@ def swap(inventory: str, limit: tuple[str, ...], no_wait: bool, model: str) -> N
 
 
 @main.command()
-@click.option("-i", "--inventory", default="inventory.py", show_default=True)
+@sparks_option
 @click.option("--batch", default="1", show_default=True,
               help="hosts updated at once: a number, or a share such as 25%")
 @click.option("--limit", multiple=True, help="host name, glob or group (repeatable)")
@@ -113,7 +140,7 @@ def update(inventory: str, batch: str, limit: tuple[str, ...], yes: bool, force:
 
 
 @main.command()
-@click.option("-i", "--inventory", default="inventory.py", show_default=True)
+@sparks_option
 @click.option("--limit", multiple=True, help="host name, glob or group (repeatable)")
 @click.option("--since", default="7d", show_default=True, help="e.g. 30m, 12h, 7d, 4w")
 @click.option("--by", type=click.Choice(["profile", "host", "day", "key"]),
@@ -138,7 +165,7 @@ def usage(inventory: str, limit: tuple[str, ...], since: str, by: str, as_json: 
 
 
 @main.command(name="claude-env")
-@click.option("-i", "--inventory", default="inventory.py", show_default=True)
+@sparks_option
 @click.option("--host", "host_name", help="the Spark whose LiteLLM Claude Code uses "
                                           "(default: the first that runs LiteLLM)")
 def claude_env(inventory: str, host_name: str | None) -> None:
@@ -153,7 +180,7 @@ def claude_env(inventory: str, host_name: str | None) -> None:
 
 
 @main.command()
-@click.option("-i", "--inventory", default="inventory.py", show_default=True)
+@sparks_option
 @click.option("--limit", multiple=True, help="host name, glob or group (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def health(inventory: str, limit: tuple[str, ...], as_json: bool) -> None:

@@ -31,6 +31,8 @@ def run(inventory_path: str, limit: tuple[str, ...] = ()) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
+    if not rows:
+        return "unhealthy: no host was checked (does --limit name one of the inventory?)"
     lines = [f"{'host':12} {'check':40} {'status':7} {'time':>7}  detail"]
     for r in rows:
         status = "ok" if r["ok"] else "FAILED"
