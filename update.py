@@ -20,9 +20,9 @@ settings, fleet, secrets = current_host(host, run_arguments=("batch", "force", "
 run = rollout.plan_once(batch=str(host.data.get("batch") or "1"),
                         force=bool(host.data.get("force")),
                         rollback=bool(host.data.get("rollback")))
-if run.plan.changes.get(host.name) or host.data.get("rollback"):
+if run.plan.changes.get(host.name):
     update = rollout.for_host(run, settings, fleet,
                               rollback_only=bool(host.data.get("rollback")))
     python.call(name="Update this Spark (in its batch's turn)", function=update.run)
 else:
-    logger.info(f"    [{host.name}] up to date: skipped")
+    logger.info(f"    [{host.name}] {run.plan.nothing}: skipped")

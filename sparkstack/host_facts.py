@@ -154,7 +154,7 @@ def snapshot_of(target) -> Snapshot:
         args = [f"--hash={p}" for p in hashed] + [f"--stat={p}" for p in stat_only]
         # what a failed swap puts back: units, manifest, routes, the swap choices
         reads = [f"{UNIT_DIR}/{VLLM_UNIT_GLOB}", s.layout.manifest, s.layout.routes_plan,
-                 s.layout.swap_choices, s.layout.litellm_config,
+                 s.layout.swap_choices, s.layout.litellm_config, s.layout.update_history,
                  f"{s.layout.install_root}/*/current/sparkstack-requirements.txt"]
         args += ["--units=sparkstack-*", f"--units={POSTGRES_UNIT}", "--postgres"]
         args += [f"--read={p}" for p in reads]

@@ -48,3 +48,24 @@ def test_an_update_lists_each_venv_that_differs_from_the_inventory():
         "litellm[proxy]==1.102.4\n"
     found = changes(s, Snapshot({"files": files, "contents": contents}, []))
     assert found == ["LiteLLM: litellm[proxy]==1.102.4 -> litellm[proxy]==1.103.1"]
+
+
+def test_a_rollback_undoes_the_last_update_that_changed_the_fleet_where_it_did():
+    """update-2 took effect on a only (it failed and rolled itself back on b): a
+    rollback returns a to before update-2, and leaves b, which runs that already."""
+    from sparkstack.rollout.plan import make_plan
+    fleet = two_sparks(cloud="sk-or-x")
+    history = fleet["a"].layout.update_history
+    snapshots = {"a": Snapshot({"files": {}, "contents": {
+                     history: "update-20261201-100000\nupdate-20261201-110000\n"}}, []),
+                 "b": Snapshot({"files": {}, "contents": {
+                     history: "update-20261201-100000\n"}}, [])}
+    plan = make_plan(fleet, snapshots, "1", rollback=True)
+    assert plan.changes == {"a": ["back to the versions before update-20261201-110000"],
+                            "b": []}
+    assert plan.order == [["a"]]
+    assert ("b: not changed by update-20261201-110000, nothing to roll back, skipped"
+            in plan.describe())
+    # the next rollback undoes update-1 on both
+    snapshots["a"].data["contents"][history] = "update-20261201-100000\n"
+    assert make_plan(fleet, snapshots, "1", rollback=True).order == [["a"], ["b"]]

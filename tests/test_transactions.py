@@ -192,10 +192,10 @@ def test_an_update_checkpoints_drains_deploys_proves_and_routes_again():
     host, rollout = update(log)
     host.run()
     order = commands(log)
-    steps = ["sparkstack-health --json", "sparkstack-checkpoint save before-update",
+    steps = ["sparkstack-health --json", "sparkstack-checkpoint save update",
              "sparkstack-backup --keep 5", "gate --drain spark1:8000",
              "deploy.py --limit spark1", "sparkstack-health --json",
-             "gate --undrain spark1:8000"]
+             "sparkstack-checkpoint commit update", "gate --undrain spark1:8000"]
     positions = [order.index(step, order.index(steps[i - 1]) + 1 if i else 0)
                  for i, step in enumerate(steps)]
     assert positions == sorted(positions)
@@ -229,7 +229,8 @@ def test_a_failed_update_rolls_the_host_back_by_itself(why):
     with pytest.raises(PyinfraError, match="update failed, rolled back"):
         host.run()
     order = commands(log, "spark1")
-    after = order[order.index("sparkstack-checkpoint restore before-update"):]
+    after = order[order.index("sparkstack-checkpoint restore update"):]
+    assert "sparkstack-checkpoint commit update" not in order  # a rollback skips it
     assert "systemctl restart sparkstack-litellm.service" in after
     assert "systemctl restart sparkstack-vllm-m.service" in after
     assert "gate --undrain spark1:8000" in after                     # routed again
@@ -247,13 +248,12 @@ def test_a_service_that_cannot_start_after_the_rollback_gets_its_database_back()
     assert "sparkstack-backup --restore litellm" in commands(log, "spark1")
 
 
-def test_a_rollback_on_request_returns_to_the_checkpoint():
+def test_a_rollback_on_request_returns_to_before_the_last_update_that_took_effect():
     log = []
     host, rollout = update(log, rollback_only=True)
     host.run()
     order = commands(log)
     assert order.index("gate --drain spark1:8000") < order.index(
-        "sparkstack-checkpoint restore before-update") < order.index(
-        "gate --undrain spark1:8000")
+        "sparkstack-checkpoint rollback") < order.index("gate --undrain spark1:8000")
     assert "deploy.py --limit spark1" not in order
     assert rollout.outcome == {"spark1": "rolled back (on request)"}

@@ -118,6 +118,16 @@ class Layout:
         return f"{self.install_root}/pip-constraints.txt"
 
     @property
+    def checkpoints(self) -> str:
+        """What updates can be undone with (root-only tar files, see checkpoint.py)."""
+        return f"{self.state_dir('update')}/checkpoints"
+
+    @property
+    def update_history(self) -> str:
+        """The checkpoints taken before each update that took effect, oldest first."""
+        return f"{self.state_dir('update')}/history"
+
+    @property
     def swap_choices(self) -> str:
         """Which member of each swap group runs, as `sparkstack swap` chose it."""
         return f"{self.state_dir('vllm')}/swap-choices.json"

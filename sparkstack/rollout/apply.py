@@ -26,6 +26,7 @@ import os
 import pprint
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,14 +44,14 @@ from ..services import registry
 from ..settings import HostSettings
 from .plan import Plan, batch_size_problem, make_plan, would_go_dark
 
-CHECKPOINT_NAME = "before-update"
-
-
 @dataclass
 class Rollout:
-    """One update run across the fleet: the plan, the batches' turns, the outcome."""
+    """One update run across the fleet: the plan, the batches' turns, the outcome.
+    `checkpoint`: what each host's checkpoint of this run is called (one name for the
+    run: the hosts a rollback returns together went through the same update)."""
 
     plan: Plan
+    checkpoint: str = "update"
     force: bool = False
     outcome: dict[str, str] = field(default_factory=dict)
     journal: dict[str, str] = field(default_factory=dict)
@@ -64,7 +65,7 @@ class Rollout:
         self.left = [set(b) for b in self.plan.order]
         for host, found in self.plan.changes.items():
             if not found:
-                self.outcome[host] = "skipped (up to date)"
+                self.outcome[host] = f"skipped ({self.plan.nothing})"
 
     def batch_of(self, host: str) -> int:
         return next(i for i, b in enumerate(self.plan.order) if host in b)
@@ -193,7 +194,8 @@ class HostUpdate:
         if self.dark and not self.rollout.force:
             raise Refused(f"profile(s) {', '.join(self.dark)} would have no other Spark "
                           "and no cloud fallback while it updates (--force accepts that)")
-        self._log(self._program(CHECKPOINT, "save", CHECKPOINT_NAME))
+        name = self.rollout.checkpoint
+        self._log(self._program(CHECKPOINT, "save", name))
         if self.databases:
             self._log(self._program(BACKUP, "--keep", str(self.backup_keep)))
         self._log(f"drain {', '.join(self.backends) or 'no model'} out of every LiteLLM")
@@ -203,6 +205,7 @@ class HostUpdate:
         sick = [f"{r['check']}: {r['detail']}" for r in self._health() if not r["ok"]]
         if sick:
             raise Failed("health after the update: " + "; ".join(sick))
+        self._program(CHECKPOINT, "commit", name)  # what a rollback returns to before
         self._routes("undrain")
         self._log("updated, healthy, routed again")
         return "updated"
@@ -221,7 +224,7 @@ class HostUpdate:
         databases restored only if a service cannot start on them."""
         self._log("rolling back to the checkpoint taken before the update")
         try:
-            self._program(CHECKPOINT, "restore", CHECKPOINT_NAME)
+            self._program(CHECKPOINT, "restore", self.rollout.checkpoint)
             failed = self._restart_all()
             if failed and self.databases:
                 self._log(f"{', '.join(failed)} cannot start: restoring the databases")
@@ -236,9 +239,10 @@ class HostUpdate:
         return "rolled back"
 
     def _rollback(self) -> str:
-        self._log("return to the versions before the last update (on request)")
+        self._log("return to the versions before the last update that took effect "
+                  "(on request)")
         self._routes("drain")
-        self._program(CHECKPOINT, "restore", CHECKPOINT_NAME)
+        self._program(CHECKPOINT, "rollback")
         failed = self._restart_all()
         if failed:
             raise Failed(f"{', '.join(failed)} do not start on the previous versions")
@@ -279,8 +283,9 @@ def plan_once(batch: str, force: bool, rollback: bool) -> Rollout:
             prefetch(hosts)
             plan = make_plan(run.fleet, {h.name: snapshot_of(h) for h in hosts}, batch,
                              rollback)
-            run.rollout = Rollout(plan, force, inventory=write_inventory_copy(
-                state.inventory, run.run_arguments))
+            run.rollout = Rollout(plan, time.strftime("update-%Y%m%d-%H%M%S"), force,
+                                  inventory=write_inventory_copy(state.inventory,
+                                                                 run.run_arguments))
             logger.info(plan.describe())
     return run.rollout
 

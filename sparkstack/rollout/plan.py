@@ -13,7 +13,22 @@ from ..host_facts import Snapshot
 from ..services import registry
 from ..settings import HostSettings
 
-ROLLBACK = "back to the versions before the last update"
+def last_update(state: Snapshot, s: HostSettings) -> str:
+    """The last update that took effect on a host (its checkpoint's name, which sorts by
+    time), or ""."""
+    names = (state.content(s.layout.update_history) or "").split()
+    return names[-1] if names else ""
+
+
+def rollback_changes(fleet: Fleet, snapshots: dict[str, Snapshot]) -> tuple[dict, str]:
+    """A rollback undoes the last update that changed the fleet, on the hosts it
+    changed: every other host already runs what it ran before that update (it failed
+    and rolled back there, or never got there). Returns each host's change and the
+    update undone."""
+    lasts = {name: last_update(state, fleet[name]) for name, state in snapshots.items()}
+    target = max(lasts.values(), default="")
+    return {name: [f"back to the versions before {target}"] if target and last == target
+            else [] for name, last in lasts.items()}, target
 
 
 def describe_requirements(text: str | None) -> str:
@@ -93,6 +108,7 @@ class Plan:
     order: list[list[str]]
     served: dict[str, set[tuple[str, int]]]
     clouds: set[str]            # profiles some LiteLLM can send to the cloud
+    nothing: str = "up to date"  # what a host without changes is
 
     def describe(self) -> str:
         lines = ["update plan:"]
@@ -108,16 +124,21 @@ class Plan:
                 lines.append(f"    meanwhile {name} is served by {meanwhile}")
         for host, found in self.changes.items():
             if not found:
-                lines.append(f"  {host}: up to date, skipped")
+                lines.append(f"  {host}: {self.nothing}, skipped")
         return "\n".join(lines)
 
 
 def make_plan(fleet: Fleet, snapshots: dict[str, Snapshot], batch: str,
               rollback: bool = False) -> Plan:
     """The plan for the hosts of `snapshots` (this run's hosts, in inventory order)."""
-    found = {name: [ROLLBACK] if rollback else changes(fleet[name], state)
-             for name, state in snapshots.items()}
+    if rollback:
+        found, target = rollback_changes(fleet, snapshots)
+        nothing = (f"not changed by {target}, nothing to roll back" if target
+                   else "no update took effect, nothing to roll back")
+    else:
+        found = {name: changes(fleet[name], state) for name, state in snapshots.items()}
+        nothing = "up to date"
     clouds = {name for h in fleet.hosts.values() if h.has("litellm")
               for name, p in h["profiles"].items() if p.get("cloud")}
     return Plan(found, batches([h for h in found if found[h]], batch),
-                profiles_served(fleet), clouds)
+                profiles_served(fleet), clouds, nothing)

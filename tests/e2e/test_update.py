@@ -163,6 +163,23 @@ def test_a_version_that_cannot_start_is_rolled_back_and_the_rollout_stops(three)
     three.write()
 
 
+def test_a_rollback_after_a_failed_update_returns_the_fleet_to_one_version(three):
+    """The last update that changed the fleet took effect on spark1 only (spark2 rolled
+    itself back, spark3 never got there): a rollback undoes it on spark1, and reports
+    the other two as they are, untouched."""
+    back = three.update("--rollback")
+    assert back.returncode == 0, back.stdout[-4000:]
+    found = outcome(back.stdout)
+    assert found["spark1"] == "rolled back (on request)"
+    assert found["spark2"].startswith("skipped (not changed by update-")
+    assert found["spark3"].startswith("skipped (not changed by update-")
+    assert three.versions() == {n: "0.2.0" for n in ("spark1", "spark2", "spark3")}
+    three.package = {name: "vllm-standin==0.2.0" for name in three.package}
+    three.write()  # the owner puts the versions back in the inventory too
+    assert run_deploy(three.inventory).returncode == 0
+    assert three.versions() == {n: "0.2.0" for n in ("spark1", "spark2", "spark3")}
+
+
 def test_an_update_is_refused_when_a_profile_would_have_nowhere_to_go(three):
     three.package["spark3"] = "vllm-standin==0.2.0"  # as it runs since the rollout stopped
     three.extra = {"spark3": {"models": [MODEL, {**MODEL, "name": "solo", "port": 8001}]}}
