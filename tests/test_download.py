@@ -70,3 +70,25 @@ def test_a_missing_repo_fails_and_leaves_the_cache_alone(hub, tmp_path):
         download.download("nobody/nothing", "main", str(tmp_path / "hf"), h.endpoint,
                           out=lambda *a, **k: None)
     assert not (tmp_path / "hf").exists()
+
+
+def test_the_deploy_can_tell_before_any_change_whether_a_download_will_work(tmp_path):
+    from sparkstack_host.fit_inputs import download_state
+    repo = tmp_path / "hub" / "org" / "m"
+    repo.mkdir(parents=True)
+    (repo / "config.json").write_text("{}")
+    with HubStandin(tmp_path / "hub") as hub:
+        assert download_state("org/m", "main", str(tmp_path / "hf"), hub.endpoint) == {
+            "cached": False, "error": ""}
+        missing = download_state("org/other", "main", str(tmp_path / "hf"), hub.endpoint)
+        assert missing["error"].endswith("answered HTTP 404")
+    offline = download_state("org/m", "main", str(tmp_path / "hf"), "http://127.0.0.1:9")
+    assert "/api/models/org/m/revision/main" in offline["error"]
+    # in the cache already: nothing to reach
+    cache = tmp_path / "hf" / "hub" / "models--org--m"
+    (cache / "refs").mkdir(parents=True)
+    (cache / "refs" / "main").write_text("abc")
+    (cache / "snapshots" / "abc").mkdir(parents=True)
+    (cache / "snapshots" / "abc" / "config.json").write_text("{}")
+    assert download_state("org/m", "main", str(tmp_path / "hf"), "http://127.0.0.1:9") == {
+        "cached": True, "error": ""}

@@ -2,6 +2,7 @@
 its weights, and /proc/meminfo.
 
     python3 fit_inputs.py --model REPO_OR_DIR [--hf-home DIR] [--hub URL]
+                          [--download-from URL --revision REV]
 
 prints them as one JSON object (with "unknown": reason when the model cannot be read:
 the memory figures still come).
@@ -129,14 +130,39 @@ def model_inputs(model: str, hf_home: str | None = None,
                             "cache" + ("" if hub else " (Hub lookups are off)"))
 
 
+def download_state(model: str, revision: str, hf_home: str | None, endpoint: str) -> dict:
+    """Can the deploy's download step get `model` at `revision`: already in the cache
+    (its revision's snapshot has a config), or the Hub at `endpoint` answers for it?
+    {"cached": bool, "error": "" or why not}."""
+    repo = Path(hf_home or "") / "hub" / f"models--{model.replace('/', '--')}"
+    ref = repo / "refs" / revision
+    if ref.is_file() and (repo / "snapshots" / ref.read_text().strip() / "config.json").is_file():
+        return {"cached": True, "error": ""}
+    url = f"{endpoint.rstrip('/')}/api/models/{model}/revision/{revision}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            reply.read(1)
+        return {"cached": False, "error": ""}
+    except urllib.error.HTTPError as e:
+        return {"cached": False, "error": f"{url} answered HTTP {e.code}"}
+    except (OSError, ValueError) as e:
+        return {"cached": False, "error": f"{url}: {getattr(e, 'reason', e)}"}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fit_inputs.py")
     p.add_argument("--model", required=True)
     p.add_argument("--hf-home")
     p.add_argument("--hub", help="read the headers from this Hub when the model is not "
                                  "on this machine (e.g. https://huggingface.co)")
+    p.add_argument("--download-from", metavar="URL",
+                   help="also say whether the deploy can download it from this Hub")
+    p.add_argument("--revision", default="main")
     args = p.parse_args(argv)
     out = {"meminfo": Path("/proc/meminfo").read_text()}
+    if args.download_from:
+        out["download"] = download_state(args.model, args.revision, args.hf_home,
+                                         args.download_from)
     try:
         config, weights, source = model_inputs(args.model, args.hf_home, args.hub)
         out.update(config=config, weights=weights, source=source)

@@ -44,6 +44,7 @@ from ..services import registry
 from ..settings import HostSettings
 from .plan import Plan, batch_size_problem, make_plan, would_go_dark
 
+
 @dataclass
 class Rollout:
     """One update run across the fleet: the plan, the batches' turns, the outcome.

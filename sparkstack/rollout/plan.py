@@ -13,6 +13,7 @@ from ..host_facts import Snapshot
 from ..services import registry
 from ..settings import HostSettings
 
+
 def last_update(state: Snapshot, s: HostSettings) -> str:
     """The last update that took effect on a host (its checkpoint's name, which sorts by
     time), or ""."""

@@ -41,6 +41,7 @@ from ..base import (
     write_unit,
 )
 from . import fit
+from .fit import needs_download
 from .swap import Swap, Unit
 
 
@@ -116,10 +117,6 @@ def chosen_members(s: HostSettings, state: Snapshot,
         names = [m["name"] for m in members]
         chosen[group] = recorded.get(group) if recorded.get(group) in names else names[0]
     return chosen
-
-
-def needs_download(s: HostSettings, model: dict) -> bool:
-    return s["prefetch_weights"] and not model["model"].startswith("/")
 
 
 def download_command(s: HostSettings, model: dict) -> str:

@@ -32,8 +32,11 @@ class ModelFitInputs(FactBase):
     `sparkstack_host.fit_inputs` run as itself with the host's python3 (nothing of
     sparkstack needs to be installed there yet)."""
 
-    def command(self, model: str, hf_home: str, hub: str | None) -> str:
+    def command(self, model: str, hf_home: str, hub: str | None,
+                download_from: str | None = None, revision: str = "main") -> str:
         args = ["--model", model, "--hf-home", hf_home] + (["--hub", hub] if hub else [])
+        if download_from:
+            args += ["--download-from", download_from, "--revision", revision]
         return module_command(fit_inputs, args)
 
     def process(self, output):
@@ -57,10 +60,28 @@ def held_budgets(s: HostSettings, state: Snapshot, total: int) -> dict[str, int]
             if state.running(m.unit)}
 
 
+def needs_download(s: HostSettings, model: dict) -> bool:
+    """The deploy downloads the weights itself before the unit starts."""
+    return s["prefetch_weights"] and not model["model"].startswith("/")
+
+
 def _inputs(s: HostSettings, model: dict) -> dict:
     return host.get_fact(ModelFitInputs, model=model["model"],
                          hf_home=s.layout.cache_dir("vllm", "huggingface"),
-                         hub=s["hf_endpoint"] if s["fit_check_hub"] else None)
+                         hub=s["hf_endpoint"] if s["fit_check_hub"] else None,
+                         download_from=s["hf_endpoint"] if needs_download(s, model) else None,
+                         revision=model["revision"] or "main")
+
+
+def refuse_download(s: HostSettings, model: dict, error: str) -> PyinfraError:
+    return PyinfraError(
+        f"host {s.name}: model {model['name']} ({model['model']}@"
+        f"{model['revision'] or 'main'}) is to be downloaded before it starts, but the "
+        f"Spark cannot reach it at hf_endpoint ({error}); no host was changed. Point "
+        "hf_endpoint at a mirror the Spark reaches, put the model in the host's Hugging "
+        f"Face cache ({s.layout.cache_dir('vllm', 'huggingface')}) or give a local folder "
+        "as its `model`, or set prefetch_weights: false (vLLM then downloads it when it "
+        "starts).")
 
 
 def _judge(inputs: dict, model: dict, memory: Memory) -> tuple[str, str, object]:
@@ -93,6 +114,9 @@ def check(s: HostSettings, state: Snapshot, starting: list[dict],
     if not starting:
         return plan
     inputs = {m["name"]: _inputs(s, m) for m in starting}
+    for m in starting:
+        if error := inputs[m["name"]].get("download", {}).get("error"):
+            raise refuse_download(s, m, error)
     memory = Memory.from_meminfo(next(iter(inputs.values()))["meminfo"])
     held = held_budgets(s, state, memory.total)
     replaced_in_place = any(vllm_unit(m["name"]) in replaced for m in starting)
