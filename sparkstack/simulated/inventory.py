@@ -28,6 +28,9 @@ def real_engine_models(hub: str) -> dict:
         "hf_endpoint": hub,
         "fit_check_hub": True,
         "prefetch_weights": True,
+        # the deploy downloads the weights before a unit starts; the engine itself never
+        # goes to the Hub (the stand-in serves files, not the whole Hub API)
+        "vllm_environment": {"HF_HUB_OFFLINE": "1"},
         "models": [model],
         "profiles": {
             "fast": {"local": ["tiny-chat"], "cloud": "openrouter/qwen/qwen3-4b:free",

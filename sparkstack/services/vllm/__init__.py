@@ -97,7 +97,7 @@ def unit_context(s: HostSettings, model: dict, bind: str) -> dict:
     """What the unit template of one model needs besides the service's folders."""
     return dict(model=model, args=vllm_args(model, bind, s["litellm_timeout"]),
                 environment={**s["vllm_environment"], **model["environment"]},
-                host_ip="127.0.0.1", offline=needs_download(s, model),
+                host_ip="127.0.0.1",
                 engine_system_calls=ENGINE_SYSTEM_CALLS,
                 health_url=f"{local_url(bind, model['port'])}/health",
                 gate=s.layout.host_program(GATE) if s.has("litellm") else "")
