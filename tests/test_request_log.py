@@ -45,3 +45,15 @@ def test_a_key_keeps_its_alias_and_a_raw_key_is_never_stored(request_log):
     assert row[3:5] == ("ab12" * 16, "team-a")
     failed = request_log.row_failed({"model": "fast"}, RuntimeError("x"), "sk-secret", "")
     assert failed[3] != "sk-secret" and len(failed[3]) == 64 and failed[4] == ""
+
+
+def test_rows_kept_while_postgres_is_away_come_back_in_order_and_only_overflow_is_lost(
+        request_log, tmp_path, monkeypatch):
+    monkeypatch.setattr(request_log, "MAX_SPOOLED", 3)
+    spool = request_log.Spool(str(tmp_path / "request-log.spool"))
+    rows = [request_log.row_from_call(call(f"key{i}"), "ok", False) for i in range(4)]
+    assert spool.keep(rows[:2]) == 0
+    assert spool.keep(rows[2:]) == 1          # the fourth is over the bound: lost
+    assert spool.take() == rows[:3]
+    spool.clear()
+    assert spool.take() == [] and spool.rows() == 0

@@ -118,6 +118,11 @@ class Layout:
         return f"{self.install_root}/pip-constraints.txt"
 
     @property
+    def request_log_spool(self) -> str:
+        """The request log's rows while PostgreSQL is away (LiteLLM's own disk)."""
+        return f"{self.state_dir('litellm')}/request-log.spool"
+
+    @property
     def checkpoints(self) -> str:
         """What updates can be undone with (root-only tar files, see checkpoint.py)."""
         return f"{self.state_dir('update')}/checkpoints"

@@ -12,8 +12,10 @@ unknown model name); failed attempts a fallback recovered from are kept as rows 
 are not final.
 
 Recording never slows or fails a request: rows wait in memory and a background task
-writes them in batches (COPY) every second. While PostgreSQL is unreachable the rows
-are dropped (at most `MAX_WAITING` wait) and the count lost so far goes to LiteLLM's
+writes them in batches (COPY) every second. While PostgreSQL is unreachable (a restart,
+an upgrade, a reboot) the rows are kept in a spool file on LiteLLM's own disk
+(SPARKSTACK_REQUEST_LOG_SPOOL, at most `MAX_SPOOLED` rows) and written, oldest first,
+once it answers again; only rows beyond that bound are lost, and counted in LiteLLM's
 journal. Prompt and answer text are stored only with SPARKSTACK_REQUEST_LOG_TEXT=1.
 Rows older than SPARKSTACK_REQUEST_LOG_DAYS are pruned hourly. Each batch also updates
 the rollups the usage report reads (`usage_rollups`), in the same transaction.
@@ -28,6 +30,7 @@ import logging
 import os
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from litellm.integrations.custom_logger import CustomLogger
 
@@ -49,6 +52,7 @@ from .usage_rollups import (
 
 log = logging.getLogger("sparkstack.request_log")
 MAX_WAITING = 20000
+MAX_SPOOLED = 200_000    # rows kept on disk while PostgreSQL is away (~100 MB at most)
 FLUSH_SECONDS = 1.0
 PRUNE_SECONDS = 3600
 
@@ -117,10 +121,49 @@ def row_failed(request: dict, error: Exception, key: str, alias: str) -> tuple:
             None, None)
 
 
+class Spool:
+    """Rows kept on disk while PostgreSQL cannot take them: one JSON array per line."""
+
+    def __init__(self, path: str):
+        self.path = Path(path) if path else None
+
+    def rows(self) -> int:
+        if not self.path or not self.path.is_file():
+            return 0
+        with open(self.path, "rb") as f:
+            return sum(1 for _ in f)
+
+    def keep(self, batch: list[tuple]) -> int:
+        """Append what fits under the bound; returns how many rows did not."""
+        if not self.path:
+            return len(batch)
+        room = max(MAX_SPOOLED - self.rows(), 0)
+        with open(self.path, "a") as f:
+            for row in batch[:room]:
+                f.write(json.dumps([v.isoformat() if isinstance(v, datetime) else v
+                                    for v in row]) + "\n")
+        return len(batch) - min(room, len(batch))
+
+    def take(self) -> list[tuple]:
+        if not self.path or not self.path.is_file():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            values = json.loads(line)
+            values[0] = datetime.fromisoformat(values[0])
+            rows.append(tuple(values))
+        return rows
+
+    def clear(self) -> None:
+        if self.path:
+            self.path.unlink(missing_ok=True)
+
+
 class RequestLog(CustomLogger):
     def __init__(self) -> None:
         super().__init__()
         self.dsn = os.environ.get("SPARKSTACK_REQUEST_LOG_DSN", "")
+        self.spool = Spool(os.environ.get("SPARKSTACK_REQUEST_LOG_SPOOL", ""))
         self.keep_text = os.environ.get("SPARKSTACK_REQUEST_LOG_TEXT") == "1"
         self.days = int(os.environ.get("SPARKSTACK_REQUEST_LOG_DAYS", "30"))
         self.waiting: list[tuple] = []
@@ -158,10 +201,11 @@ class RequestLog(CustomLogger):
     async def _writer(self) -> None:
         import psycopg
         created = False
+        spooled = self.spool.rows()  # kept by this LiteLLM before a restart, or not
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
             batch, self.waiting = self.waiting, []
-            if not batch and time.monotonic() - self.pruned < PRUNE_SECONDS:
+            if not batch and not spooled and time.monotonic() - self.pruned < PRUNE_SECONDS:
                 continue
             try:
                 async with await psycopg.AsyncConnection.connect(self.dsn,
@@ -169,6 +213,15 @@ class RequestLog(CustomLogger):
                     if not created:
                         await self._create(db)
                         created = True
+                    if spooled:  # what waited on disk goes first, in its order
+                        kept = self.spool.take()
+                        for i in range(0, len(kept), MAX_WAITING):
+                            await self._write(db, kept[i:i + MAX_WAITING])
+                        await db.commit()
+                        self.spool.clear()
+                        log.warning("request log: %d row(s) kept while PostgreSQL was "
+                                    "away are written", len(kept))
+                        spooled = 0
                     if batch:
                         await self._write(db, batch)
                     if time.monotonic() - self.pruned > PRUNE_SECONDS:
@@ -176,9 +229,16 @@ class RequestLog(CustomLogger):
                             await db.execute(statement, (self.days,))
                         self.pruned = time.monotonic()
             except Exception as e:
-                self.lost += len(batch)
-                log.warning("request log: %d row(s) lost, PostgreSQL unreachable (%s); "
-                            "%d lost since LiteLLM started", len(batch), e, self.lost)
+                overflow = self.spool.keep(batch)
+                spooled += len(batch) - overflow
+                self.lost += overflow
+                if overflow:
+                    log.warning("request log: %d row(s) lost, PostgreSQL unreachable (%s) "
+                                "and the spool is full; %d lost since LiteLLM started",
+                                overflow, e, self.lost)
+                elif batch:
+                    log.warning("request log: PostgreSQL unreachable (%s); %d row(s) kept "
+                                "on disk until it answers", e, spooled)
 
     @staticmethod
     async def _create(db) -> None:

@@ -151,22 +151,26 @@ def test_the_html_report_renders_its_charts_in_chromium(spark):
     assert (ARTIFACTS / "usage.png").stat().st_size > 10_000
 
 
-def test_requests_succeed_while_postgres_is_down_and_lost_rows_are_counted(spark):
-    oa = openai.OpenAI(base_url=f"{spark.base}/v1", api_key=spark.key, max_retries=0)
-    hi = [{"role": "user", "content": "hi"}]
+def test_rows_wait_on_disk_while_postgres_restarts_and_none_is_lost(spark):
+    """PostgreSQL stopped under traffic: every request is answered, and every row is
+    written once it is back (kept on LiteLLM's disk meanwhile), in the report too."""
     before = int(spark.sql("SELECT count(*) FROM sparkstack_requests WHERE final"))
     ssh(spark.host, "systemctl stop postgresql")
     try:
-        for _ in range(5):
-            assert oa.chat.completions.create(model="fast", messages=hi)
-        time.sleep(3)
+        with spark.traffic(spark.host, ["fast"], rate=4) as traffic:
+            time.sleep(8)
         journal = ssh(spark.host, "journalctl -u sparkstack-litellm.service --no-pager "
                                   "-o cat | grep 'request log:' | tail -3").stdout
-        assert "row(s) lost, PostgreSQL unreachable" in journal, journal
+        assert "kept on disk until it answers" in journal and "lost" not in journal, journal
     finally:
         ssh(spark.host, "systemctl start postgresql")
-    assert oa.chat.completions.create(model="fast", messages=hi)
-    wait_for_rows(spark, before + 1)
+    assert traffic.failures() == [] and len(traffic.answers) >= 20
+    wait_for_rows(spark, before + len(traffic.answers), timeout=30)
+    assert int(spark.sql("SELECT count(*) FROM sparkstack_requests WHERE final")) == \
+        before + len(traffic.answers)
+    journal = ssh(spark.host, "journalctl -u sparkstack-litellm.service --no-pager -o cat "
+                              "| grep 'request log:' | tail -1").stdout
+    assert "kept while PostgreSQL was away are written" in journal
 
 
 def claude_env(spark: Spark) -> dict[str, str]:
