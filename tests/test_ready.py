@@ -72,3 +72,30 @@ def test_a_model_that_never_loads_times_out_as_loading(standin):
                         unit_state=lambda: "active")
     assert result.state == "loading"
     assert result.detail.startswith("not ready after 2 s")
+
+
+def test_a_completion_that_does_not_come_is_reported_within_seconds(monkeypatch):
+    """`sparkstack health` once waited 31 s on a cloud that did not answer."""
+    import time as clock
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from sparkstack_host import health
+
+    class Silent(BaseHTTPRequestHandler):
+        def do_POST(self):
+            clock.sleep(2)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Silent)
+    server.daemon_threads = True
+    Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(health, "COMPLETION_SECONDS", 0.5)
+    start = clock.monotonic()
+    ok, detail, advice = health.check_completion(
+        f"http://127.0.0.1:{server.server_address[1]}", "k", "fast", "anthropic")
+    assert not ok and detail == "no answer within 0.5 s" and "cloud key" in advice
+    assert clock.monotonic() - start < 3
+    server.shutdown()

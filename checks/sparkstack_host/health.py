@@ -114,14 +114,29 @@ def check_postgres(port: int) -> tuple[bool, str, str]:
         "systemctl restart postgresql; journalctl -u postgresql -n 50"
 
 
+# A one-token answer takes milliseconds from a ready model and about a second from the
+# cloud; one that takes longer is reported as such rather than waited out (a cloud that
+# does not answer would hold it for LiteLLM's whole timeout).
+COMPLETION_SECONDS = 8
+
+
 def check_completion(base: str, key: str, profile: str, api: str) -> tuple[bool, str, str]:
+    try:
+        return _completion(base, key, profile, api)
+    except httpx.TimeoutException:
+        return False, f"no answer within {COMPLETION_SECONDS} s", (
+            "the profile's models are busy or its cloud model does not answer: see the "
+            f"vllm rows above and the cloud key; journalctl -u {LITELLM_UNIT} -n 50")
+
+
+def _completion(base: str, key: str, profile: str, api: str) -> tuple[bool, str, str]:
     if api == "openai":
-        reply = httpx.post(f"{base}/v1/chat/completions", timeout=30,
+        reply = httpx.post(f"{base}/v1/chat/completions", timeout=COMPLETION_SECONDS,
                            headers={"Authorization": f"Bearer {key}"},
                            json={"model": profile, "max_tokens": 1,
                                  "messages": [{"role": "user", "content": "ping"}]})
     else:
-        reply = httpx.post(f"{base}/v1/messages", timeout=30,
+        reply = httpx.post(f"{base}/v1/messages", timeout=COMPLETION_SECONDS,
                            headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
                            json={"model": profile, "max_tokens": 1,
                                  "messages": [{"role": "user", "content": "ping"}]})
