@@ -114,12 +114,49 @@ def venv_digest(requirements: str, pip_conf: str, constraints: str,
     return _digest(requirements, pip_conf, constraints, python)[:16]
 
 
+PROGRESS_SECONDS = 15
+
+
+def pip_with_progress(venv: str, pip_conf: str, label: str,
+                      every: int = PROGRESS_SECONDS) -> str:
+    """pip installing a venv's requirements, saying as it goes what it fetches and how
+    big (pip's own Collecting/Downloading lines) and, every `every` seconds, how much
+    is installed and how fast; pip's exit status is the command's."""
+    tag = shlex.quote(f"{label}: ")
+    return "bash -c " + shlex.quote(
+        f"prev=0; (while sleep {every}; do now=$(du -sm {venv} | cut -f1); "
+        f"printf '%s%s\\n' {tag} \"$now MB installed, $(( (now - prev) / {every} )) MB/s\"; "
+        "prev=$now; done) & ticker=$!; "
+        f"PIP_CONFIG_FILE={pip_conf} {venv}/bin/pip install --progress-bar off --upgrade "
+        f"--requirement {venv}/sparkstack-requirements.txt 2>&1 | "
+        "grep --line-buffered -E '^ *(Collecting|Processing|Downloading|Installing collected|"
+        "Successfully installed|ERROR)' | while IFS= read -r line; do "
+        f"printf '%s%s\\n' {tag} \"${{line# *}}\"; done; status=${{PIPESTATUS[0]}}; "
+        "kill $ticker; exit $status")
+
+
+def _streamed(state, host, command: str) -> None:
+    """Run `command` with its output shown as it comes (a long install says what it
+    does), failing the operation when it fails."""
+    from pyinfra.api import StringCommand
+    from pyinfra.api.exceptions import PyinfraError
+
+    ok, output = host.run_shell_command(StringCommand(command), print_output=True,
+                                        _sudo=bool(host.data.get("_sudo")))
+    if not ok:
+        raise PyinfraError(f"install failed:\n{output.output[-2500:]}")
+
+
 @operation()
-def venv_install(venv: str, requirements: str, pip_conf: str, python: str = "python3"):
+def venv_install(venv: str, requirements: str, pip_conf: str, python: str = "python3",
+                 label: str = "install"):
     """Build `venv` (a versioned path, next to the venv in use) with `requirements`
     (text), unless a complete one is there. A venv cannot be moved once built, so it is
     built in place and counts as complete only once its stamp is written: a failed
-    build leaves the running venv alone and is started over next time."""
+    build leaves the running venv alone and is started over next time. It shows its
+    progress while pip runs (several GB for vLLM and its torch)."""
+    from pyinfra.api import FunctionCommand
+
     stamp_file = f"{venv}/.sparkstack-installed"
     wanted = venv.rsplit("/", 1)[-1]
     if _stamped(stamp_file, wanted):
@@ -127,8 +164,7 @@ def venv_install(venv: str, requirements: str, pip_conf: str, python: str = "pyt
         return
     yield f"rm -rf {venv} && {python} -m venv {venv}"
     yield f"printf '%s' {shlex.quote(requirements)} > {venv}/sparkstack-requirements.txt"
-    yield (f"PIP_CONFIG_FILE={pip_conf} {venv}/bin/pip install --quiet --upgrade "
-           f"--requirement {venv}/sparkstack-requirements.txt")
+    yield FunctionCommand(_streamed, (pip_with_progress(venv, pip_conf, label),), {})
     yield f"echo {wanted} > {stamp_file}"
 
 

@@ -220,7 +220,7 @@ def install(svc: Service, label: str, requirements: str):
     s, layout = svc.s, svc.layout
     digest = venv_id(s, requirements)
     venv_install(name=f"Install {label}", venv=layout.venv_version(svc.name, digest),
-                 requirements=requirements, pip_conf=layout.pip_conf)
+                 requirements=requirements, pip_conf=layout.pip_conf, label=label)
     return venv_switch(name=f"Use {label}", service_root=layout.service_root(svc.name),
                        digest=digest)
 
