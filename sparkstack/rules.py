@@ -67,7 +67,8 @@ LOAD_FORMATS = ("auto", "pt", "safetensors", "npcache", "dummy", "tensorizer", "
 @dataclass(frozen=True)
 class Rule:
     check: Check
-    bad: Any          # a wrong value of the right type this rule refuses
+    bad: Any              # a wrong value of the right type this rule refuses
+    secret: bool = False  # a refusal names the setting but never shows its value
 
 
 def controls(value: Any, where: str = "") -> list[str]:
@@ -333,6 +334,7 @@ RULES: dict[str, Rule] = {
     "hf_endpoint": Rule(URL_CHECK, "huggingface.co"),
     "fit_check_hub": Rule(boolean, "on"),
     "prefetch_weights": Rule(boolean, "on"),
+    "hf_token": Rule(token, "hf_ abc", secret=True),
     # the entries' own keys are held to MODEL_RULES by the inventory's validation
     "models": Rule(each(kind(dict, "a mapping of model settings"), "model entries"),
                    ["qwen3-4b"]),
@@ -355,7 +357,7 @@ RULES: dict[str, Rule] = {
     "claude_code_models": Rule(claude_slots, {"model": "code"}),
     "profiles": Rule(profiles, {"fast": {"local": "qwen3-4b"}}),
     "cloud_api_base": Rule(URL_CHECK, "openrouter.ai/api/v1"),
-    "cloud_api_key": Rule(token, "sk or key"),
+    "cloud_api_key": Rule(token, "sk or key", secret=True),
     "openwebui_version": Rule(matching(VERSION, "a release number such as 0.12.4"), "main"),
     "openwebui_user": Rule(SERVICE_USER, "Open WebUI"),
     "openwebui_bind_address": Rule(address, "all"),

@@ -49,3 +49,4 @@ def host_secrets(secrets_dir: str, host_name: str) -> dict[str, str]:
     values = _load_or_create(root / "hosts" / f"{host_name}.json", HOST_SECRETS)
     values.update(_load_or_create(root / "fleet.json", FLEET_SECRETS))
     return values
+

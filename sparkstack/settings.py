@@ -8,6 +8,7 @@ and what would be accepted.
 from __future__ import annotations
 
 import fnmatch
+import os
 import urllib.parse
 from copy import deepcopy
 from dataclasses import dataclass, field
@@ -81,15 +82,16 @@ def _judge(label: str, value: Any, rule: Rule, problems: list[str],
            nested: bool = False) -> bool:
     """One setting (`label`: host and key) against its rule and the control-character
     ban (left to the inner keys' own judging when `nested`); False when refused."""
+    shown = "(hidden)" if rule.secret else repr(value)
     spots = [] if nested else controls(value)
     if spots:
-        problems.append(f"{label} = {value!r}: holds a control character (at "
+        problems.append(f"{label} = {shown}: holds a control character (at "
                         f"{spots[0].strip() or 'its value'}); a newline would add a line, "
                         "and so a directive, to a unit or config file")
         return False
     problem = rule.check(value)
     if problem:
-        problems.append(f"{label} = {value!r}: {problem}")
+        problems.append(f"{label} = {shown}: {problem}")
         return False
     return True
 
@@ -177,7 +179,29 @@ def _check_host(name: str, data: dict[str, Any], defaults: dict[str, Any],
                             "PEM certificate (no '-----BEGIN CERTIFICATE-----' line); give "
                             "the CA's certificate in PEM form (openssl x509 -in CA.der "
                             "-inform der -out CA.crt)")
+    for setting, env_var in OWNER_SECRETS.items():
+        values[setting] = _owner_secret(name, values, setting, env_var, problems)
     return HostSettings(name, values, models, frozenset(data))
+
+
+# Secrets the owner provides (none is generated): the setting, else this variable in the
+# controller's environment, else the file named after the setting in secrets_dir.
+OWNER_SECRETS = {"cloud_api_key": "OPENROUTER_API_KEY", "hf_token": "HF_TOKEN"}
+
+
+def _owner_secret(host: str, values: dict, setting: str, env_var: str,
+                  problems: list[str]) -> str:
+    value, source = values[setting], None
+    if not value and os.environ.get(env_var):
+        value, source = os.environ[env_var], f"{env_var} in the controller's environment"
+    path = resolve_controller_path(values["secrets_dir"]) / setting
+    if not value and path.is_file():
+        value, source = path.read_text().strip(), f"the file {path}"
+    if source and (problem := RULES[setting].check(value)
+                   or (controls(value) and "holds a control character")):
+        problems.append(f"host {host}: {setting} from {source} (hidden): {problem}")
+        return ""
+    return value
 
 
 def _check_unique(host: str, models: list[dict], problems: list[str]) -> None:

@@ -2,14 +2,18 @@
 with progress (bytes, rate, time left).
 
     sparkstack-download REPO [--revision REV] --hf-home DIR [--endpoint URL]
+                        [--as-user USER --token-from ENV_FILE]
 
 The files vLLM reads to load a model (the top level's *.json, *.safetensors, *.txt,
 *.model, *.jinja and *.py) land where huggingface_hub, and so vLLM, finds them:
 HF_HOME/hub/models--ORG--NAME/snapshots/COMMIT/FILE, with refs/REVISION naming the
 commit. A file is written to FILE.incomplete and renamed once whole; an interrupted
 download resumes where it stopped (HTTP range requests), a finished one is not fetched
-again. HF_TOKEN, when set, is sent for gated repos. Exits 1 with the reason when the
-Hub cannot be read; nothing that was already in the cache is touched then.
+again. A Hugging Face token, when there is one, is sent for gated repos: HF_TOKEN from
+the environment, or (started as root) read from the root-only environment file
+`--token-from` before the program becomes `--as-user`, the owner of the cache, so the
+token is never on a command line. Exits 1 with the reason when the Hub cannot be read;
+nothing that was already in the cache is touched then.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import os
+import pwd
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from .contract import load_env_file
 
 WANTED = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.py")
 GIB, MIB = 1024**3, 1024**2
@@ -104,16 +111,47 @@ def download(repo: str, revision: str, hf_home: str, endpoint: str, out=print) -
     return snapshot
 
 
+def become(user: str) -> None:
+    """Drop root for `user` (the files it writes are that user's), as runuser would."""
+    entry = pwd.getpwnam(user)
+    os.initgroups(user, entry.pw_gid)
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    os.environ.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
+
+
+def refusal(error: httpx.HTTPStatusError, repo: str) -> str:
+    """Why the Hub refused, and what to do about a gated repo."""
+    code = error.response.status_code
+    if code in (401, 403):
+        held = "with the token given" if os.environ.get("HF_TOKEN") else "without a token"
+        return (f"the Hub answered HTTP {code} {held}: {repo} is gated or private; set "
+                "hf_token (or HF_TOKEN on the controller) to a token whose account was "
+                "granted access to it")
+    return f"{error.__class__.__name__}: {error}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="sparkstack-download")
     p.add_argument("repo")
     p.add_argument("--revision", default="main")
     p.add_argument("--hf-home", required=True)
     p.add_argument("--endpoint", default="https://huggingface.co")
+    p.add_argument("--token-from", metavar="ENV_FILE",
+                   help="read HF_TOKEN from this environment file (when it holds one)")
+    p.add_argument("--as-user", metavar="USER", help="download as this user")
     args = p.parse_args(argv)
+    if args.token_from and os.path.isfile(args.token_from) and \
+            (token := load_env_file(args.token_from).get("HF_TOKEN")):
+        os.environ["HF_TOKEN"] = token
+    if args.as_user:
+        become(args.as_user)
     start = time.monotonic()
     try:
         folder = download(args.repo, args.revision or "main", args.hf_home, args.endpoint)
+    except httpx.HTTPStatusError as e:
+        print(f"download: {args.repo} failed: {refusal(e, args.repo)}", file=sys.stderr)
+        return 1
     except (httpx.HTTPError, OSError, KeyError, ValueError) as e:
         print(f"download: {args.repo} failed: {e.__class__.__name__}: {e}", file=sys.stderr)
         return 1

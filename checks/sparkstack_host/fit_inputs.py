@@ -140,10 +140,14 @@ def download_state(model: str, revision: str, hf_home: str | None, endpoint: str
         return {"cached": True, "error": ""}
     url = f"{endpoint.rstrip('/')}/api/models/{model}/revision/{revision}"
     try:
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            reply.read(1)
+        _hub_get(url, timeout=10)
         return {"cached": False, "error": ""}
     except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            held = "with the token given" if os.environ.get("HF_TOKEN") else "without a token"
+            return {"cached": False, "gated": True,
+                    "error": f"{url} answered HTTP {e.code} {held}: the repo is gated or "
+                             "private"}
         return {"cached": False, "error": f"{url} answered HTTP {e.code}"}
     except (OSError, ValueError) as e:
         return {"cached": False, "error": f"{url}: {getattr(e, 'reason', e)}"}

@@ -5,7 +5,6 @@ and who serves each profile meanwhile. Pure: nothing here touches a host."""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 from ..fleet import Fleet
@@ -82,8 +81,7 @@ def profiles_served(fleet: Fleet) -> dict[str, set[tuple[str, int]]]:
 
 
 def has_cloud(h: HostSettings, profile: dict) -> bool:
-    return bool(profile.get("cloud")) and bool(h["cloud_api_key"]
-                                               or os.environ.get("OPENROUTER_API_KEY"))
+    return bool(profile.get("cloud")) and bool(h["cloud_api_key"])
 
 
 def would_go_dark(host: str, fleet: Fleet) -> list[str]:

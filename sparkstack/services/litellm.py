@@ -9,7 +9,6 @@ into LiteLLM's venv) takes new routes in place.
 
 from __future__ import annotations
 
-import os
 from io import StringIO
 
 from pyinfra import host
@@ -53,7 +52,8 @@ from .postgres import database_url
 
 
 def cloud_api_key(s: HostSettings) -> str:
-    return s["cloud_api_key"] or os.environ.get("OPENROUTER_API_KEY", "")
+    """The setting, OPENROUTER_API_KEY or secrets_dir/cloud_api_key (settings.py)."""
+    return s["cloud_api_key"]
 
 
 def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:

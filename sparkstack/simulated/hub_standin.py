@@ -5,8 +5,10 @@ Serves a folder laid out as <org>/<repo>/<file> the way the Hub does:
 `/<org>/<repo>/resolve/<revision>/<file>` (with HTTP range requests, answered 206),
 `/api/models/<org>/<repo>` (the file list as `siblings`) and
 `/api/models/<org>/<repo>/revision/<rev>` (the same with each file's size and the
-commit, a fixed hash of the repo). It counts the bytes and requests it serves, so tests
-can tell header reads from downloads and when a download happened.
+commit, a fixed hash of the repo). A repo holding a file named `.gated` is gated the
+way the Hub gates Llama or Gemma: its API and files answer 401 unless the request
+carries `Authorization: Bearer <the file's text>`. It counts the bytes and requests it
+serves, so tests can tell header reads from downloads and when a download happened.
 
     python -m sparkstack.simulated.hub_standin ROOT --host ADDRESS --port N
 
@@ -28,6 +30,7 @@ from pathlib import Path
 RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/[^/]+/([^?]+)$")
 API = re.compile(r"^/api/models/([^/]+/[^/]+)(/revision/[^/?]+)?(\?.*)?$")
 RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+GATE_FILE = ".gated"
 
 
 def commit_of(repo: str) -> str:
@@ -55,20 +58,34 @@ class HubStandin:
                 hub.bytes_sent += len(body)
                 hub.answered.append((time.monotonic(), self.path))
 
+            def refused(self, repo: Path) -> bool:
+                """A gated repo asked for without its token: answered 401."""
+                gate = repo / GATE_FILE
+                if not gate.is_file() or self.headers.get("Authorization") == \
+                        f"Bearer {gate.read_text().strip()}":
+                    return False
+                self.send(401, b'{"error": "Access to this model is restricted. You must '
+                               b'be authenticated to access it."}')
+                return True
+
             def do_GET(self):
                 hub.requests.append(self.path)
                 if m := API.match(self.path):
                     repo = hub.root / m.group(1)
                     if not repo.is_dir():
                         return self.send(404, b'{"error": "Repository not found"}')
+                    if self.refused(repo):
+                        return
                     siblings = [{"rfilename": p.name, "size": p.stat().st_size}
-                                for p in sorted(repo.iterdir())]
+                                for p in sorted(repo.iterdir()) if p.name != GATE_FILE]
                     return self.send(200, json.dumps({"id": m.group(1),
                                                       "sha": commit_of(m.group(1)),
                                                       "siblings": siblings}).encode())
                 m = RESOLVE.match(self.path)
                 path = hub.root / m.group(1) / m.group(2) if m else None
-                if path is None or not path.is_file():
+                if path is not None and self.refused(path.parent):
+                    return
+                if path is None or not path.is_file() or path.name == GATE_FILE:
                     return self.send(404, b"Entry not found")
                 data = path.read_bytes()
                 if r := RANGE.match(self.headers.get("Range", "")):

@@ -8,13 +8,15 @@ The steps run in order, as an owner would live them: first deploy, the SDKs thro
 LiteLLM (plain and streaming), health, a deploy that changes nothing, a forced tool
 call in both API formats, the request log's token counts, a stop and a restart with a
 long generation in flight, `kill -9` of the engine, and a make-before-break swap to the
-other real model. Traffic runs through LiteLLM without client retries; who answered is
+other real model, whose repo on the Hub stand-in is gated (a token in the secrets
+folder opens it; without it the swap is refused before anything changes). Traffic runs through LiteLLM without client retries; who answered is
 read from LiteLLM's x-litellm-model-id header (a random model's text says nothing).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 
@@ -34,6 +36,18 @@ UNIT_A, UNIT_B = "sparkstack-vllm-tiny-a.service", "sparkstack-vllm-tiny-b.servi
 WEATHER = {"type": "object", "additionalProperties": False, "required": ["city", "metric"],
            "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]},
                           "metric": {"type": "boolean"}}}
+GATED_REPO, HF_TOKEN = "sparkstack-test/tiny-chat-gated", "hf_e2eGatedToken42"
+
+
+def gate_a_repo(tmp) -> None:
+    """A gated copy of the second test model on the Hub stand-in, and its token where
+    an owner keeps it: the file hf_token in the secrets folder."""
+    gated = fleet.HUB_ROOT / GATED_REPO
+    if not gated.is_dir():
+        shutil.copytree(fleet.HUB_ROOT / "sparkstack-test/tiny-chat-b", gated)
+    (gated / ".gated").write_text(HF_TOKEN)
+    (tmp / "secrets").mkdir(mode=0o700, exist_ok=True)
+    (tmp / "secrets" / "hf_token").write_text(HF_TOKEN + "\n")
 
 
 def member(name: str, repo: str, port: int, core: int) -> dict:
@@ -49,10 +63,11 @@ class Spark(SimFleet):
     def __init__(self, tmp, cloud, hub: str):
         super().__init__(tmp, cloud)
         self.host = self.boot("spark8", 8)
+        gate_a_repo(tmp)
         profile = lambda cloud_model: {"local": ["tiny"], "cloud": cloud_model}  # noqa: E731
         self.write_hosts({
             "models": [member("tiny-a", "sparkstack-test/tiny-chat", 8000, core=0),
-                       member("tiny-b", "sparkstack-test/tiny-chat-b", 8001, core=1)],
+                       member("tiny-b", GATED_REPO, 8001, core=1)],
             "profiles": {"fast": profile("openrouter/fast-in-the-cloud"),
                          "expert": profile("openrouter/expert-in-the-cloud"),
                          "code": profile("openrouter/code-in-the-cloud")}},
@@ -98,6 +113,7 @@ def test_the_first_deploy_downloads_the_model_and_starts_the_real_engine(spark):
     cache = "/var/lib/sparkstack/vllm/cache/huggingface/hub/models--sparkstack-test--tiny-chat"
     ssh(host, f"test -s {cache}/refs/main && ls {cache}/snapshots/*/model.safetensors")
     assert "fit of tiny-a: fits" in spark.first.output
+    assert HF_TOKEN not in spark.first.output
     # what the sandbox lets it write: its state folder (and its private /tmp) only
     outside = ssh(host, "find / -xdev -user vllm -not -path '/var/lib/sparkstack/vllm*' "
                         "-not -path '/tmp/systemd-private-*' -not -path '/proc/*' "
@@ -283,6 +299,20 @@ def test_kill_9_of_the_engine_fails_no_request_and_it_is_local_again(spark):
     assert "routes: spark8:8000: not routed" in journal and "Errno" not in journal
 
 
+def test_a_gated_model_without_its_token_is_refused_before_anything_changes(spark):
+    token_file = spark.tmp / "secrets" / "hf_token"
+    token_file.unlink()
+    try:
+        out = spark.sparkstack("swap", "tiny-b")
+    finally:
+        token_file.write_text(HF_TOKEN + "\n")
+    assert out.returncode != 0
+    assert "HTTP 401 without a token" in out.stdout and "Set hf_token" in out.stdout
+    assert "no host was changed" in out.stdout
+    assert ssh(spark.host, f"systemctl is-active {UNIT_A}").stdout.strip() == "active"
+    assert "HF_TOKEN" in ssh(spark.host, "cat /etc/sparkstack/vllm/secrets.env").stdout
+
+
 def test_a_make_before_break_swap_between_two_real_models_fails_no_request(spark):
     with spark.fast_traffic() as traffic:
         time.sleep(3)
@@ -298,3 +328,8 @@ def test_a_make_before_break_swap_between_two_real_models_fails_no_request(spark
     assert sequence[0] == spark.local and sequence[-1] == f"{spark.host.name}:8001"
     assert ssh(spark.host, f"systemctl is-active {UNIT_A} {UNIT_B}",
                check=False).stdout.split() == ["inactive", "active"]
+    # the gated repo was downloaded with the token, which stayed in root-only files
+    assert HF_TOKEN not in out.stdout
+    assert HF_TOKEN not in ssh(spark.host, "cat /etc/systemd/system/sparkstack-*").stdout
+    assert ssh(spark.host, "stat -c '%a %U' /etc/sparkstack/vllm/secrets.env"
+               ).stdout.strip() == "600 root"

@@ -120,12 +120,14 @@ def chosen_members(s: HostSettings, state: Snapshot,
 
 
 def download_command(s: HostSettings, model: dict) -> str:
+    """Started as root, the download reads the Hugging Face token (when there is one)
+    from vLLM's root-only environment file, then becomes the vLLM user."""
     layout = s.layout
-    return shlex.join(["runuser", "-u", s["vllm_user"], "--",
-                       layout.host_program(DOWNLOAD), model["model"], "--revision",
+    return shlex.join([layout.host_program(DOWNLOAD), model["model"], "--revision",
                        model["revision"] or "main",
                        "--hf-home", layout.cache_dir("vllm", "huggingface"),
-                       "--endpoint", s["hf_endpoint"]])
+                       "--endpoint", s["hf_endpoint"], "--as-user", s["vllm_user"],
+                       "--token-from", layout.secrets_env("vllm")])
 
 
 def deploy(d: Deployment) -> None:
@@ -139,8 +141,12 @@ def deploy(d: Deployment) -> None:
         ensure_dir(name=f"Create vLLM cache {path}", path=path, user=svc.user,
                    group=svc.user, mode="750")
     venv = install(svc, s["vllm_package"], requirements(s))
-    # vLLM reads VLLM_API_KEY from its environment: the key never is on a command line.
-    key = write_secrets(svc, "vLLM", {"VLLM_API_KEY": secrets["vllm_api_key"]})
+    # vLLM reads VLLM_API_KEY and HF_TOKEN (gated repos) from its environment: neither
+    # is ever on a command line or in the unit file.
+    values = {"VLLM_API_KEY": secrets["vllm_api_key"]}
+    if s["hf_token"]:
+        values["HF_TOKEN"] = s["hf_token"]
+    key = write_secrets(svc, "vLLM", values)
     bind = fleet.vllm_bind_address(s)
     units = {m["name"]: write_unit(svc, vllm_unit(m["name"]), UNIT_TEMPLATE,
                                    **unit_context(s, m, bind)) for m in s.models}

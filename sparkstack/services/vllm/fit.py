@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass, field
 
 from pyinfra import host
-from pyinfra.api import FactBase
+from pyinfra.api import FactBase, QuoteString, StringCommand
+from pyinfra.api.hiddenvalue import HiddenValue
 from pyinfra.api.exceptions import PyinfraError
 from sparkstack_host import fit_inputs
 from sparkstack_host.contract import Manifest, vllm_unit
@@ -33,11 +34,17 @@ class ModelFitInputs(FactBase):
     sparkstack needs to be installed there yet)."""
 
     def command(self, model: str, hf_home: str, hub: str | None,
-                download_from: str | None = None, revision: str = "main") -> str:
+                download_from: str | None = None, revision: str = "main",
+                token: HiddenValue | None = None) -> str | StringCommand:
         args = ["--model", model, "--hf-home", hf_home] + (["--hub", hub] if hub else [])
         if download_from:
             args += ["--download-from", download_from, "--revision", revision]
-        return module_command(fit_inputs, args)
+        command = module_command(fit_inputs, args)
+        if not token:
+            return command
+        # A first deploy has no root-only file on the host to read it from yet: the
+        # token rides in the program's environment, masked in pyinfra's output.
+        return StringCommand("HF_TOKEN=", QuoteString(token), " ", command, _separator="")
 
     def process(self, output):
         return json.loads("\n".join(output))
@@ -70,10 +77,18 @@ def _inputs(s: HostSettings, model: dict) -> dict:
                          hf_home=s.layout.cache_dir("vllm", "huggingface"),
                          hub=s["hf_endpoint"] if s["fit_check_hub"] else None,
                          download_from=s["hf_endpoint"] if needs_download(s, model) else None,
-                         revision=model["revision"] or "main")
+                         revision=model["revision"] or "main",
+                         token=HiddenValue(s["hf_token"]) if s["hf_token"] else None)
 
 
-def refuse_download(s: HostSettings, model: dict, error: str) -> PyinfraError:
+def refuse_download(s: HostSettings, model: dict, error: str,
+                    gated: bool = False) -> PyinfraError:
+    if gated:
+        return PyinfraError(
+            f"host {s.name}: model {model['name']} ({model['model']}) is to be downloaded "
+            f"before it starts, but {error}; no host was changed. Set hf_token (or export "
+            "HF_TOKEN on the controller, or put it in the file hf_token in secrets_dir) to "
+            "a token whose account was granted access to the repo on the Hub.")
     return PyinfraError(
         f"host {s.name}: model {model['name']} ({model['model']}@"
         f"{model['revision'] or 'main'}) is to be downloaded before it starts, but the "
@@ -115,8 +130,9 @@ def check(s: HostSettings, state: Snapshot, starting: list[dict],
         return plan
     inputs = {m["name"]: _inputs(s, m) for m in starting}
     for m in starting:
-        if error := inputs[m["name"]].get("download", {}).get("error"):
-            raise refuse_download(s, m, error)
+        state = inputs[m["name"]].get("download", {})
+        if state.get("error"):
+            raise refuse_download(s, m, state["error"], state.get("gated", False))
     memory = Memory.from_meminfo(next(iter(inputs.values()))["meminfo"])
     held = held_budgets(s, state, memory.total)
     replaced_in_place = any(vllm_unit(m["name"]) in replaced for m in starting)
