@@ -3,11 +3,11 @@ LiteLLM, its model slots mapped to profiles by the `claude_code_models` setting.
 
 from __future__ import annotations
 
-import json
 import shlex
 
 from .host_shell import inventory_hosts
-from .settings import resolve_controller_path, served_by_litellm, validate_inventory
+from .logins import reach, secrets_of
+from .settings import served_by_litellm, validate_inventory
 
 QUIET = {"DISABLE_TELEMETRY": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
          "DISABLE_AUTOUPDATER": "1"}
@@ -35,21 +35,11 @@ def exports(inventory_path: str, host_name: str | None = None) -> str:
         raise RuntimeError(f"no host {'named ' + host_name + ' ' if host_name else ''}"
                            "runs LiteLLM in this inventory")
     s = candidates[0]
-    secrets = resolve_controller_path(s["secrets_dir"]) / "hosts" / f"{s.name}.json"
-    if not secrets.is_file():
-        raise RuntimeError(f"{s.name} has no secrets yet ({secrets}): deploy it first")
-    key = json.loads(secrets.read_text())["litellm_master_key"]
-    bind, port = s["litellm_bind_address"], s["litellm_port"]
-    lines = []
-    if bind in ("127.0.0.1", "::1"):
-        address = "127.0.0.1"
-        lines.append(f"# LiteLLM listens on loopback on {s.name}: first "
-                     f"ssh -N -L {port}:127.0.0.1:{port} {s.address}")
-    else:
-        address = s.address if bind in ("0.0.0.0", "::") else bind
-    host = f"[{address}]" if ":" in address else address
+    key = secrets_of(s)["litellm_master_key"]
+    where, tunnel = reach(s, s["litellm_bind_address"], s["litellm_port"])
+    lines = [f"# LiteLLM listens on loopback on {s.name}: first {tunnel}"] if tunnel else []
     lines += ["unset ANTHROPIC_API_KEY  # it would take precedence over the token",
-              f"export ANTHROPIC_BASE_URL={shlex.quote(f'http://{host}:{port}')}",
+              f"export ANTHROPIC_BASE_URL={shlex.quote(f'http://{where}')}",
               f"export ANTHROPIC_AUTH_TOKEN={shlex.quote(key)}"]
     for slot, variable in SLOTS.items():
         lines.append(f"export {variable}={shlex.quote(routed_name(s, slot))}")

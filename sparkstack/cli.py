@@ -88,6 +88,7 @@ def deploy(inventory: Path, no_wait: bool, pyinfra_args: tuple[str, ...]) -> Non
             "  LiteLLM: http://127.0.0.1:4000, Open WebUI: http://127.0.0.1:8080\n"
             f"  Keys and passwords: {WORKDIR / '.secrets' / 'hosts' / 'spark1.json'}\n"
             "Next (each acts on this simulated Spark while inventory.py lists none):\n"
+            "  sparkstack logins                  Open WebUI's admin login and password\n"
             "  sparkstack health                  every service, model and profile\n"
             "  sparkstack usage [--html r.html]   what the platform answered, from its "
             "request log\n"
@@ -175,6 +176,20 @@ def claude_env(inventory: str, host_name: str | None) -> None:
 
     try:
         click.echo(exports(inventory, host_name))
+    except RuntimeError as e:
+        raise click.ClickException(str(e))
+
+
+@main.command(name="logins")
+@sparks_option
+@click.option("--host", "host_name", help="only this Spark")
+def logins_command(inventory: str, host_name: str | None) -> None:
+    """Print the web logins the deploy made: Open WebUI's admin and LiteLLM's UI, with
+    their generated passwords (kept on this controller in secrets_dir)."""
+    from .logins import logins
+
+    try:
+        click.echo(logins(inventory, host_name))
     except RuntimeError as e:
         raise click.ClickException(str(e))
 

@@ -363,6 +363,10 @@ RULES: dict[str, Rule] = {
     "openwebui_bind_address": Rule(address, "all"),
     "openwebui_port": Rule(PORT, -1),
     "openwebui_signup": Rule(boolean, "maybe"),
+    "openwebui_admin_email": Rule(matching(re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+"
+                                                      r"(\.[A-Za-z0-9-]+)*$"),
+                                           "an e-mail address such as owner@example.com"),
+                                  "owner at example.com"),
 }
 
 

@@ -22,6 +22,7 @@ HOST_SECRETS = {
     "litellm_salt_key": lambda: "sk-" + _random.token_urlsafe(32),
     "litellm_ui_password": lambda: _random.token_urlsafe(18),
     "openwebui_secret_key": lambda: _random.token_urlsafe(32),
+    "openwebui_admin_password": lambda: _random.token_urlsafe(18),
 }
 FLEET_SECRETS = {
     "vllm_api_key": lambda: "vllm-" + _random.token_urlsafe(32),

@@ -99,3 +99,35 @@ def test_a_completion_that_does_not_come_is_reported_within_seconds(monkeypatch)
     assert not ok and detail == "no answer within 0.5 s" and "cloud key" in advice
     assert clock.monotonic() - start < 3
     server.shutdown()
+
+
+@pytest.mark.parametrize("database, db, ok, says", [
+    (False, None, True, "off: LiteLLM's own database is off (litellm_request_log: false)"),
+    (True, "connected", True, "at /ui, its database connected"),
+    (True, "Not connected", False, "/ui cannot log in: LiteLLM's database is 'Not connected'"),
+])
+def test_health_says_whether_litellms_ui_can_log_in(database, db, ok, says):
+    """The quick start's LiteLLM UI answered "Not connected to DB!" at login."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from sparkstack_host import health
+
+    class Readiness(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"status": "healthy", "db": db}).encode()
+            self.send_response(200 if self.path == "/health/readiness" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Readiness)
+    Thread(target=server.serve_forever, daemon=True).start()
+    result = health.check_litellm_ui(f"http://127.0.0.1:{server.server_address[1]}", database)
+    server.shutdown()
+    assert result[0] is ok and result[1].startswith(says)
+    assert ("prisma" in result[2]) is (not ok)

@@ -98,6 +98,16 @@ def test_break_before_make_stops_the_old_model_first_and_drops_caches_when_asked
         "sync; echo 3 > /proc/sys/vm/drop_caches") < order.index(f"systemctl start {NEW.unit}")
 
 
+def test_a_page_cache_that_cannot_be_dropped_is_said_and_the_swap_goes_on():
+    """In a container (a simulated Spark) /proc/sys is read-only."""
+    log = []
+    done = swap(BREAK_BEFORE_MAKE, log, fails=("drop_caches",), drop_caches=True)
+    done.run()
+    assert f"systemctl start {NEW.unit}" in commands(log, "spark1")
+    assert any(line.startswith("could not drop the page cache") and "read-only in a "
+               "container" in line for line in done.log_lines)
+
+
 @pytest.mark.parametrize("mode", [MAKE_BEFORE_BREAK, BREAK_BEFORE_MAKE])
 def test_a_model_that_never_becomes_ready_is_rolled_back(mode):
     log = []

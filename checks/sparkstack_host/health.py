@@ -146,6 +146,20 @@ def _completion(base: str, key: str, profile: str, api: str) -> tuple[bool, str,
                         f"journalctl -u {LITELLM_UNIT} -n 50")
 
 
+def check_litellm_ui(base: str, has_database: bool) -> tuple[bool, str, str]:
+    """LiteLLM's UI (/ui) logs in only with its own database, which the deploy gives it
+    only with litellm_request_log (Prisma downloads its engines on first start)."""
+    if not has_database:
+        return True, ("off: LiteLLM's own database is off (litellm_request_log: false), "
+                      "so /ui cannot log in; sparkstack usage reports the request log"), ""
+    db = httpx.get(f"{base}/health/readiness", timeout=5).json().get("db", "unknown")
+    if db == "connected":
+        return True, "at /ui, its database connected (sparkstack logins)", ""
+    return False, f"/ui cannot log in: LiteLLM's database is {db!r}", (
+        f"journalctl -u {LITELLM_UNIT} | grep -i prisma (its engines download on the first "
+        "start and need the internet); sparkstack usage works without it")
+
+
 def check_routes(layout: Layout) -> tuple[bool, str, str]:
     """Does LiteLLM route to every model its plan names? A model that is not ready
     leaves its profiles on the cloud until the gate sees it ready."""
@@ -202,7 +216,9 @@ def run(config_root: str = DEFAULT_CONFIG_ROOT) -> list[dict]:
         jobs.append(("litellm", lambda: check_http(f"{base}/health/liveliness", "liveliness",
                                                    LITELLM_UNIT)))
         jobs.append(("litellm routes", lambda: check_routes(layout)))
-        master = load_env_file(layout.secrets_env("litellm"))["LITELLM_MASTER_KEY"]
+        env = load_env_file(layout.secrets_env("litellm"))
+        master = env["LITELLM_MASTER_KEY"]
+        jobs.append(("litellm ui", lambda: check_litellm_ui(base, "DATABASE_URL" in env)))
         try:
             names = profiles(base, master)
         except httpx.HTTPError:

@@ -35,6 +35,10 @@ def deploy(d: Deployment) -> None:
         # Open WebUI talks to LiteLLM with the master key (chat and embeddings).
         "OPENAI_API_KEY": secrets["litellm_master_key"],
         "RAG_OPENAI_API_KEY": secrets["litellm_master_key"],
+        # Open WebUI makes this admin at its first start, before it listens, and turns
+        # sign-up off: nobody who reaches it first can make themselves its admin.
+        "WEBUI_ADMIN_EMAIL": s["openwebui_admin_email"],
+        "WEBUI_ADMIN_PASSWORD": secrets["openwebui_admin_password"],
         **proxy_environment(s, fleet),
     })
     health = local_url(s["openwebui_bind_address"], s["openwebui_port"])

@@ -7,7 +7,8 @@ the package registries. The controller reaches them over SSH as root with a gene
 
 Shared caches (bind-mounted into every host, kept between runs on one machine):
 apt archives, the pip cache, and the machine's local wheels (/opt/wheels), so a fresh
-host installs quickly.
+host installs quickly. Each host's /proc/meminfo shows a DGX Spark's memory, not this
+machine's (SPARK_MEMINFO_KIB), so the memory-fit gate decides alike on any machine.
 
 Beside the hosts runs a Hub stand-in (hub_standin.py) on the bridge, serving the test
 models made on this machine (test_model.py) as Hugging Face repos, so a model reaches a
@@ -235,6 +236,44 @@ def _setup_netns(name: str, address: str) -> None:
     _run(*ns, "ip", "route", "add", "default", "via", BRIDGE_ADDR)
 
 
+# What a simulated Spark's /proc/meminfo says, whatever this machine has: a DGX Spark's
+# 128 GB shows as about 121.7 GiB MemTotal, mostly free after boot. The memory-fit gate
+# reads it, so every simulated Spark gives the same verdicts on any machine. A real
+# model on the CPU engine takes its KV cache from --kv-cache-memory-bytes, not from it.
+SPARK_MEMINFO_KIB = {"MemTotal": 127_612_108, "MemFree": 118_489_088,
+                     "MemAvailable": 121_634_816, "Buffers": 262_144, "Cached": 3_145_728,
+                     "SwapCached": 0, "Active": 2_097_152, "Inactive": 2_097_152,
+                     "Shmem": 65_536, "SReclaimable": 262_144, "SwapTotal": 0,
+                     "SwapFree": 0}
+MEMINFO_FILE = "etc/sparkstack-sim/meminfo"
+MEMORY_UNIT = "sparkstack-sim-memory.service"
+MEMORY_UNIT_TEXT = f"""[Unit]
+Description=Simulated Spark: the memory of a DGX Spark in /proc/meminfo
+DefaultDependencies=no
+Before=sysinit.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/mount --bind -o ro /{MEMINFO_FILE} /proc/meminfo
+"""
+
+
+def _simulate_memory(root: Path) -> None:
+    """Bind a Spark-sized meminfo over the container's /proc/meminfo at every boot
+    (systemd-nspawn cannot bind over a /proc file itself)."""
+    meminfo = root / MEMINFO_FILE
+    meminfo.parent.mkdir(parents=True, exist_ok=True)
+    meminfo.write_text("".join(f"{k + ':':<16}{v:>8} kB\n"
+                               for k, v in SPARK_MEMINFO_KIB.items()))
+    (root / "etc/systemd/system" / MEMORY_UNIT).write_text(MEMORY_UNIT_TEXT)
+    wants = root / "etc/systemd/system/sysinit.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / MEMORY_UNIT
+    if not link.is_symlink():
+        link.symlink_to(f"/etc/systemd/system/{MEMORY_UNIT}")
+
+
 def _prepare_root(name: str, gpu: bool) -> Path:
     hdir = _host_dir(name)
     for sub in ("upper", "work", "root"):
@@ -250,6 +289,7 @@ def _prepare_root(name: str, gpu: bool) -> Path:
     ssh_dir = root / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     shutil.copy(f"{SSH_KEY}.pub", ssh_dir / "authorized_keys")
+    _simulate_memory(root)
     if gpu:  # dlopen finds /usr/lib without ldconfig; no library = no driver
         shutil.copy(ensure_nvml_standin(), root / "usr/lib/libnvidia-ml.so.1")
     for mount_point in ("var/cache/apt/archives", "root/.cache/pip", "opt/wheels",

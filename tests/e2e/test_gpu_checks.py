@@ -99,6 +99,14 @@ def test_health_of_a_healthy_host_then_of_a_stopped_unit(pair):
         ssh(pair.gpu_host, f"systemctl start {UNIT}")
 
 
+def test_a_simulated_spark_has_a_sparks_memory_whatever_this_machine_has(pair):
+    """The fit gate's verdicts below (a 57 GiB model in a 0.4 budget) hold on any CI
+    machine: the hosts see a Spark's 121.7 GiB."""
+    total_kib = int(ssh(pair.gpu_host, "awk '/^MemTotal/ {print $2}' /proc/meminfo").stdout)
+    assert round(total_kib / 1024**2, 1) == 121.7
+    assert total_kib == fleet.SPARK_MEMINFO_KIB["MemTotal"]
+
+
 def test_a_model_larger_than_memory_is_refused_before_any_change(pair, tmp_path):
     host = pair.gpu_host
     fm.write_model(tmp_path / "qwen3-30b-a3b", fm.QWEN3_30B_A3B,
@@ -112,7 +120,7 @@ def test_a_model_larger_than_memory_is_refused_before_any_change(pair, tmp_path)
     units_before = ssh(host, "ls /etc/systemd/system | grep sparkstack").stdout
     pair.write(gpu_models=[model("qwen3-4b", 8000, max_num_seqs=2),
                            model("big", 8005, model="/srv/models/qwen3-30b-a3b",
-                                 gpu_memory_utilization=0.9)])
+                                 gpu_memory_utilization=0.4)])
     result = run_deploy(pair.inventory)
     assert result.returncode != 0
     assert ("host spark5: model big (/srv/models/qwen3-30b-a3b) does not fit, no host "
@@ -137,7 +145,7 @@ def test_a_hub_model_too_big_is_refused_from_its_headers_without_a_download(pair
         pair.write(fit_check_hub=True, hf_endpoint=hub.endpoint,
                    gpu_models=[model("qwen3-4b", 8000),
                                model("big", 8005, model="Qwen/Qwen3-30B-A3B",
-                                     gpu_memory_utilization=0.9)])
+                                     gpu_memory_utilization=0.4)])
         result = run_deploy(pair.inventory)
     assert result.returncode != 0
     assert ("host spark5: model big (Qwen/Qwen3-30B-A3B) does not fit, no host was "

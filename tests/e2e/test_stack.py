@@ -210,8 +210,9 @@ PICKER = {"Fast — Qwen3 4B on this Spark", "Expert — Qwen3 Coder 30B on this
 
 def test_open_webui_in_a_browser_offers_the_profiles_and_answers_from_the_local_model(
         stack):
-    """Headless Chromium creates the admin account, finds exactly the profiles (by their
-    display names) in the model picker, asks `fast`, and sees the local model's answer."""
+    """Headless Chromium signs in as the admin the deploy made, finds exactly the
+    profiles (by their display names) in the model picker, asks `fast`, and sees the
+    local model's answer."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -222,12 +223,10 @@ def test_open_webui_in_a_browser_offers_the_profiles_and_answers_from_the_local_
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         try:
             page.goto(f"{base}/auth", wait_until="networkidle")
-            # a fresh Open WebUI: the first account, created here, is its admin
-            page.get_by_role("button", name="Get started").click()
-            page.get_by_placeholder("Enter Your Full Name").fill("Spark Owner")
-            page.fill("input[type=email]", "owner@example.com")
-            page.fill("input[type=password]", "s3cret-Pass!")
-            page.get_by_role("button", name="Create Admin Account").click()
+            # a fresh Open WebUI already has its admin: the one the deploy made
+            page.fill("input[type=email]", "admin@localhost")
+            page.fill("input[type=password]", stack.secrets("spark1")["openwebui_admin_password"])
+            page.locator("button[type=submit]").click()
             page.wait_for_url(lambda url: "/auth" not in url, timeout=60_000)
             page.wait_for_load_state("networkidle")
             # A new account is first shown the release notes ("What's New"), over the page.
@@ -259,15 +258,16 @@ def test_open_webui_in_a_browser_offers_the_profiles_and_answers_from_the_local_
 def test_open_webui_is_up_and_lists_the_profiles_from_litellm(stack):
     base = stack.tunnel(8080).url
     assert httpx.get(f"{base}/health", timeout=10).json() == {"status": True}
-    # The first account created on an Open WebUI is its admin (by the browser test, or
-    # here when it runs alone).
-    signup = httpx.post(f"{base}/api/v1/auths/signup", timeout=30, json={
-        "name": "Spark Owner", "email": "owner@example.com", "password": "s3cret-Pass!"})
-    if signup.status_code != 200:  # the browser test created it
-        signup = httpx.post(f"{base}/api/v1/auths/signin", timeout=30, json={
-            "email": "owner@example.com", "password": "s3cret-Pass!"})
-    assert signup.json()["role"] == "admin"
-    token = signup.json()["token"]
+    # the deploy made the admin before Open WebUI listened: a stranger who reaches it
+    # first cannot make themselves its admin, nor sign up at all (openwebui_signup off)
+    stranger = httpx.post(f"{base}/api/v1/auths/signup", timeout=30, json={
+        "name": "Stranger", "email": "first@example.com", "password": "s3cret-Pass!"})
+    assert stranger.status_code == 403, stranger.text
+    signin = httpx.post(f"{base}/api/v1/auths/signin", timeout=30, json={
+        "email": "admin@localhost",
+        "password": stack.secrets("spark1")["openwebui_admin_password"]})
+    assert signin.status_code == 200 and signin.json()["role"] == "admin"
+    token = signin.json()["token"]
     models = httpx.get(f"{base}/api/models", timeout=30,
                        headers={"Authorization": f"Bearer {token}"}).json()["data"]
     ids = {m["id"] for m in models}
@@ -446,6 +446,8 @@ def test_health_checks_every_profile_in_both_formats(stack):
     for check in ("gpu", "postgres", "litellm", "openwebui", "vllm qwen3-4b",
                   "unit sparkstack-openwebui.service"):
         assert rows[check]["ok"], rows[check]
+    # LiteLLM's own database is off on the simulated Sparks: its UI cannot log in
+    assert rows["litellm ui"]["ok"] and rows["litellm ui"]["detail"].startswith("off: ")
 
 
 def chat(client: openai.OpenAI, model: str) -> tuple[str, str]:

@@ -201,11 +201,11 @@ def test_an_update_is_refused_when_a_profile_would_have_nowhere_to_go(three):
     assert run_deploy(three.inventory).returncode == 0
 
 
-def webui_chat(base: str) -> tuple[str, str]:
-    """An Open WebUI admin and a chat: (token, chat id)."""
-    signup = httpx.post(f"{base}/api/v1/auths/signup", timeout=60, json={
-        "name": "Spark Owner", "email": "owner@example.com", "password": "s3cret-Pass!"})
-    token = signup.json()["token"]
+def webui_chat(base: str, password: str) -> tuple[str, str]:
+    """A chat of the Open WebUI admin the deploy made: (token, chat id)."""
+    signin = httpx.post(f"{base}/api/v1/auths/signin", timeout=60, json={
+        "email": "admin@localhost", "password": password})
+    token = signin.json()["token"]
     chat = httpx.post(f"{base}/api/v1/chats/new", timeout=60,
                       headers={"Authorization": f"Bearer {token}"},
                       json={"chat": {"title": "kept across updates", "models": ["fast"],
@@ -213,9 +213,9 @@ def webui_chat(base: str) -> tuple[str, str]:
     return token, chat.json()["id"]
 
 
-def webui_still_has(base: str, chat_id: str) -> bool:
+def webui_still_has(base: str, chat_id: str, password: str) -> bool:
     signin = httpx.post(f"{base}/api/v1/auths/signin", timeout=60, json={
-        "email": "owner@example.com", "password": "s3cret-Pass!"})
+        "email": "admin@localhost", "password": password})
     chat = httpx.get(f"{base}/api/v1/chats/{chat_id}", timeout=60,
                      headers={"Authorization": f"Bearer {signin.json()['token']}"})
     return chat.status_code == 200 and chat.json()["chat"]["title"] == "kept across updates"
@@ -229,15 +229,16 @@ def litellm_version(host) -> str:
 def test_a_litellm_upgrade_and_its_rollback_keep_open_webui_data(three):
     spark1 = three.hosts[0]
     tunnel = Tunnel(spark1, 8080)
+    password = three.secrets("spark1")["openwebui_admin_password"]
     try:
-        _, chat_id = webui_chat(tunnel.url)
+        _, chat_id = webui_chat(tunnel.url, password)
         three.write(litellm_version="1.103.1")
         result = three.update("--limit", "spark1")
         assert result.returncode == 0, result.stdout[-4000:]
         assert re.search(r"LiteLLM: litellm\[proxy\]==1\.102\.4 .*-> litellm\[proxy\]==1\.103\.1",
                          result.stdout), result.stdout[-3000:]
         assert litellm_version(spark1) == "1.103.1"
-        assert webui_still_has(tunnel.url, chat_id)
+        assert webui_still_has(tunnel.url, chat_id, password)
         with three.fast_traffic() as traffic:
             time.sleep(2)
         assert traffic.failures() == [] and len(traffic.answers) > 5
@@ -245,7 +246,7 @@ def test_a_litellm_upgrade_and_its_rollback_keep_open_webui_data(three):
         assert back.returncode == 0, back.stdout[-4000:]
         assert outcome(back.stdout)["spark1"] == "rolled back (on request)"
         assert litellm_version(spark1) == "1.102.4"
-        assert webui_still_has(tunnel.url, chat_id)
+        assert webui_still_has(tunnel.url, chat_id, password)
         with three.fast_traffic() as traffic:
             time.sleep(2)
         assert traffic.failures() == [] and len(traffic.answers) > 5

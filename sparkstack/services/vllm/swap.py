@@ -153,8 +153,7 @@ class Swap:
                         self._drain_and_stop(unit)
                         stopped.append(unit)
                     if self.drop_caches:
-                        self._log("drop the page cache so the new model fits")
-                        self._shell.run("sync; echo 3 > /proc/sys/vm/drop_caches")
+                        self._drop_caches()
                     for unit in self.start:
                         started.append(unit)
                         self._start_and_route(unit)
@@ -173,6 +172,17 @@ class Swap:
                                    f"of {e.unit}:\n{e.journal}")
             self._finish()
             self._log("swap done" if self.stop else "started")
+
+    def _drop_caches(self) -> None:
+        """Free the page cache, which a Spark's GPU cannot use until it is dropped. Where
+        the kernel's settings are read-only (a container, such as a simulated Spark) it
+        cannot be done: said so, and the start goes on (the fit had room after it)."""
+        self._log("drop the page cache so the new model fits")
+        ok, out = self._shell.run("sync; echo 3 > /proc/sys/vm/drop_caches")
+        if not ok:
+            self._log("could not drop the page cache (/proc/sys/vm/drop_caches: "
+                      f"{out.strip().splitlines()[-1] if out.strip() else 'refused'}; "
+                      "read-only in a container); starting anyway")
 
     def _finish(self) -> None:
         """What the run leaves in place: the recorded choices, the units enabled that
