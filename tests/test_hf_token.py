@@ -119,3 +119,29 @@ def test_the_deploy_downloads_as_root_reading_vllms_root_only_file(tmp_path, mon
     command = download_command(s, s.models[0])
     assert TOKEN not in command
     assert f"--as-user {s['vllm_user']} --token-from {s.layout.secrets_env('vllm')}" in command
+
+
+def _plan_fit(tmp_path, monkeypatch, download: dict):
+    """The deploy's fit gate for one starting model whose inputs say `download`."""
+    from sparkstack.host_facts import Snapshot
+    from sparkstack.services.vllm import fit
+    s = _host(tmp_path)
+    meminfo = "MemTotal: 127612108 kB\nMemFree: 118489088 kB\nMemAvailable: 121634816 kB\n"
+    monkeypatch.setattr(fit, "_inputs", lambda s, m: {
+        "meminfo": meminfo, "download": download, "unknown": "not read in this test"})
+    state = Snapshot({"files": {}, "contents": {}, "units": {}, "users": {},
+                      "packages": []}, [])
+    return fit.check(s, state, s.models, [])
+
+
+def test_the_fit_gate_refuses_a_gated_download_naming_the_token_setting(tmp_path,
+                                                                        monkeypatch):
+    from pyinfra.api.exceptions import PyinfraError
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(PyinfraError) as err:
+        _plan_fit(tmp_path, monkeypatch, {"cached": False, "gated": True,
+                                          "error": "URL answered HTTP 401 without a token"})
+    assert "answered HTTP 401 without a token; no host was changed. Set hf_token" in \
+        str(err.value)
+    plan = _plan_fit(tmp_path, monkeypatch, {"cached": False, "error": ""})
+    assert plan.lines[0].startswith("fit of qwen3-4b: fits")

@@ -130,9 +130,9 @@ def check(s: HostSettings, state: Snapshot, starting: list[dict],
         return plan
     inputs = {m["name"]: _inputs(s, m) for m in starting}
     for m in starting:
-        state = inputs[m["name"]].get("download", {})
-        if state.get("error"):
-            raise refuse_download(s, m, state["error"], state.get("gated", False))
+        download = inputs[m["name"]].get("download", {})
+        if download.get("error"):
+            raise refuse_download(s, m, download["error"], download.get("gated", False))
     memory = Memory.from_meminfo(next(iter(inputs.values()))["meminfo"])
     held = held_budgets(s, state, memory.total)
     replaced_in_place = any(vllm_unit(m["name"]) in replaced for m in starting)
