@@ -230,10 +230,16 @@ def profiles(v):
             return f"{name!r}: a profile name is letters, digits, '.', '_' or '-'"
         if not isinstance(p, dict):
             return f"{name}: must be a mapping like {{local: [names], cloud: 'vendor/model'}}"
-        unknown = set(p) - {"local", "cloud", "title", "description"}
+        unknown = set(p) - {"local", "cloud", "title", "description", "routes"}
         if unknown:
             return f"{name}.{sorted(unknown)[0]}: unknown; accepted: local, cloud, title, " \
-                   "description"
+                   "description, routes (an auto profile)"
+        if "routes" in p:
+            if "local" in p or "cloud" in p:
+                return f"{name}: an auto profile (routes) picks other profiles; it has no " \
+                       "local or cloud models of its own"
+            if problem := auto_routes(p["routes"]):
+                return f"{name}.routes{problem}"
         local = p.get("local", [])
         if not isinstance(local, list) or any(not isinstance(x, str) or not NAME.match(x)
                                               for x in local):
@@ -244,6 +250,84 @@ def profiles(v):
         for key in ("title", "description"):
             if key in p and (not isinstance(p[key], str) or len(p[key]) > 200):
                 return f"{name}.{key}: must be a line of text (at most 200 characters)"
+    return None
+
+
+RULE_CONDITIONS = {"tools": "true or false", "min_prompt_tokens": "a whole number",
+                   "max_prompt_tokens": "a whole number", "keywords": "a list of words",
+                   "pattern": "a regular expression"}
+CLASSIFIER_KEYS = {"model", "labels", "budget_ms", "min_confidence"}
+
+
+def _route_rule(i: int, rule) -> str | None:
+    where = f".rules[{i}]"
+    if not isinstance(rule, dict) or "profile" not in rule:
+        return f"{where}: must be a mapping with a profile and conditions, e.g. " \
+               "{profile: code, tools: true}"
+    unknown = set(rule) - {"profile", *RULE_CONDITIONS}
+    if unknown:
+        return f"{where}.{sorted(unknown)[0]}: unknown; a rule's conditions are " \
+               f"{', '.join(RULE_CONDITIONS)}"
+    if len(rule) == 1:
+        return f"{where}: names no condition; give one or more of {', '.join(RULE_CONDITIONS)}"
+    if not isinstance(rule["profile"], str) or not NAME.match(rule["profile"]):
+        return f"{where}.profile: must be a profile name"
+    if "tools" in rule and not isinstance(rule["tools"], bool):
+        return f"{where}.tools: must be true or false"
+    for key in ("min_prompt_tokens", "max_prompt_tokens"):
+        if key in rule and (not isinstance(rule[key], int) or isinstance(rule[key], bool)
+                            or not 0 <= rule[key] <= 10_000_000):
+            return f"{where}.{key}: must be a whole number of tokens from 0 to 10000000"
+    if "keywords" in rule and (not isinstance(rule["keywords"], list) or not rule["keywords"]
+                               or any(not isinstance(k, str) or not k.strip()
+                                      for k in rule["keywords"])):
+        return f"{where}.keywords: must be a list of one or more words or phrases"
+    if "pattern" in rule:
+        try:
+            re.compile(rule["pattern"])
+        except (re.error, TypeError) as e:
+            return f"{where}.pattern: not a regular expression ({e})"
+    return None
+
+
+def auto_routes(v) -> str | None:
+    """The routes of an auto profile (the names they give are checked per host)."""
+    if not isinstance(v, dict) or not isinstance(v.get("default"), str):
+        return ": must be a mapping with a default profile, e.g. {default: fast, rules: [...]}"
+    unknown = set(v) - {"default", "hints", "rules", "classifier"}
+    if unknown:
+        return f".{sorted(unknown)[0]}: unknown; accepted: default, hints, rules, classifier"
+    if "hints" in v and not isinstance(v["hints"], bool):
+        return ".hints: must be true or false (whether '#profile' in a message picks it)"
+    rules = v.get("rules", [])
+    if not isinstance(rules, list):
+        return ".rules: must be a list of rules"
+    for i, rule in enumerate(rules):
+        if problem := _route_rule(i, rule):
+            return problem
+    c = v.get("classifier")
+    if c is None:
+        return None
+    if not isinstance(c, dict) or not isinstance(c.get("model"), str):
+        return ".classifier: must be a mapping with a model (a served name) and labels"
+    unknown = set(c) - CLASSIFIER_KEYS
+    if unknown:
+        return f".classifier.{sorted(unknown)[0]}: unknown; accepted: " \
+               f"{', '.join(sorted(CLASSIFIER_KEYS))}"
+    labels = c.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        return ".classifier.labels: must map one or more profiles to what their requests " \
+               "are about, e.g. {code: 'writing or fixing code'}"
+    if any(not isinstance(k, str) or not NAME.match(k) or not isinstance(d, str)
+           or not d.strip() or len(d) > 200 for k, d in labels.items()):
+        return ".classifier.labels: each label is a profile name with a line of text " \
+               "(at most 200 characters) saying what its requests are about"
+    budget = c.get("budget_ms", 300)
+    if not isinstance(budget, int) or isinstance(budget, bool) or not 10 <= budget <= 5000:
+        return ".classifier.budget_ms: must be a whole number of milliseconds from 10 to 5000"
+    conf = c.get("min_confidence", 0.0)
+    if not isinstance(conf, (int, float)) or isinstance(conf, bool) or not 0 <= conf <= 1:
+        return ".classifier.min_confidence: must be a number from 0 to 1"
     return None
 
 

@@ -253,6 +253,9 @@ def _check_fleet(hosts: list[HostSettings], problems: list[str]) -> None:
         profiles = h["profiles"]
         for pname, profile in profiles.items():  # their shape was checked per host
             where = f"host {h.name}: profiles.{pname}"
+            if "routes" in profile:
+                _check_auto(h, pname, profile["routes"], problems)
+                continue
             local = profile.get("local", [])
             if isinstance(local, list):
                 for ref in local:
@@ -278,6 +281,33 @@ def _check_fleet(hosts: list[HostSettings], problems: list[str]) -> None:
                                 f"LiteLLM serves no such model; give a profile "
                                 f"({', '.join(profiles)}) or a name an alias routes "
                                 "(e.g. claude-sonnet-4-5)")
+
+
+def _check_auto(h: HostSettings, name: str, routes: dict, problems: list[str]) -> None:
+    """An auto profile's routes name profiles that serve models (never an auto profile:
+    a loop), and its classifier a model this host serves."""
+    where = f"host {h.name}: profiles.{name}.routes"
+    serving = [p for p, v in h["profiles"].items() if "routes" not in v]
+    targets = [("default", routes["default"])]
+    targets += [(f"rules[{i}].profile", r["profile"]) for i, r in enumerate(routes.get("rules", []))]
+    if routes.get("classifier"):
+        targets += [(f"classifier.labels.{label}", label)
+                    for label in routes["classifier"]["labels"]]
+    for key, target in targets:
+        if target not in h["profiles"]:
+            problems.append(f"{where}.{key} = {target!r}: no such profile; profiles that "
+                            f"serve models: {', '.join(serving) or 'none'}")
+        elif target not in serving:
+            problems.append(f"{where}.{key} = {target!r}: is an auto profile itself, a "
+                            f"loop; route to a profile that serves models: "
+                            f"{', '.join(serving)}")
+    if routes.get("classifier"):
+        model = routes["classifier"]["model"]
+        mine = [m["name"] for m in h.models]
+        if model not in mine:
+            problems.append(f"{where}.classifier.model = {model!r}: not a model this host "
+                            f"serves (the classifier runs beside LiteLLM); its models: "
+                            f"{', '.join(mine) or 'none (add the vllm role and the model)'}")
 
 
 resolve_controller_path = controller_path

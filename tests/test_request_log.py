@@ -57,3 +57,31 @@ def test_rows_kept_while_postgres_is_away_come_back_in_order_and_only_overflow_i
     assert spool.take() == rows[:3]
     spool.clear()
     assert spool.take() == [] and spool.rows() == 0
+
+
+def test_an_auto_request_is_logged_under_the_name_asked_with_the_decision(request_log):
+    from sparkstack_host.auto_route import Decision, remember
+    from sparkstack_host.contract import REQUEST_LOG_COLUMNS
+    remember("call-1", Decision("code", "classifier", "code", 41.5, asked="auto"))
+    routed = call("k")
+    routed["litellm_call_id"] = "call-1"
+    row = dict(zip(REQUEST_LOG_COLUMNS, request_log.row_from_call(routed, "ok", False)))
+    assert (row["requested"], row["auto_profile"], row["auto_reason"], row["auto_ms"]) == \
+        ("auto", "code", "classifier: code", 41.5)
+    direct = dict(zip(REQUEST_LOG_COLUMNS, request_log.row_from_call(call("k"), "ok", False)))
+    assert (direct["requested"], direct["auto_profile"], direct["auto_ms"]) == ("fast", "", None)
+    failed = request_log.row_failed({"model": "code", "litellm_call_id": "call-1"},
+                                    RuntimeError("x"), "k", "")
+    assert dict(zip(REQUEST_LOG_COLUMNS, failed))["requested"] == "auto"
+
+
+def test_rows_spooled_by_an_older_litellm_come_back_with_the_new_columns_empty(
+        request_log, tmp_path):
+    import json
+    from sparkstack_host.contract import REQUEST_LOG_COLUMNS
+    spool = request_log.Spool(str(tmp_path / "request-log.spool"))
+    row = request_log.row_from_call(call("k"), "ok", False)
+    old = [row[0].isoformat(), *row[1:20]]  # the 20 columns before the auto profiles'
+    (tmp_path / "request-log.spool").write_text(json.dumps(old) + "\n")
+    taken = spool.take()[0]
+    assert len(taken) == len(REQUEST_LOG_COLUMNS) and taken[20:] == ("", "", None)

@@ -110,6 +110,11 @@ class Layout:
         return f"{self.conf_dir('litellm')}/config.yaml"
 
     @property
+    def auto_routes(self) -> str:
+        """How each auto profile picks a profile per request (AUTO_ROUTES_FORMAT)."""
+        return f"{self.conf_dir('litellm')}/auto-routes.json"
+
+    @property
     def pip_conf(self) -> str:
         return f"{self.install_root}/pip.conf"
 
@@ -358,6 +363,29 @@ def local_routes(config: dict) -> set[tuple[str, str]]:
             if BACKEND_KEY in e.get("model_info", {})}
 
 
+# --- auto-routes.json: the auto profiles, for the router in LiteLLM's process -------------
+# {"profiles": {NAME: {"names": [NAME and the aliases routed to it],
+#                      "default": PROFILE, "hints": [PROFILE...] (those `#PROFILE` picks),
+#                      "rules": [{"profile": P, "tools": bool, "min_prompt_tokens": N,
+#                                 "max_prompt_tokens": N, "keywords": [...],
+#                                 "pattern": REGEX}, ...] (first match wins),
+#                      "classifier": null or {"url": CHAT_COMPLETIONS_URL,
+#                                             "model": SERVED_NAME, "budget_ms": N,
+#                                             "min_confidence": X,
+#                                             "labels": {PROFILE: DESCRIPTION}}}}}
+# Decisions in response headers and the request log:
+AUTO_PROFILE_HEADER = "x-sparkstack-profile"   # the profile that served an auto request
+AUTO_REASON_HEADER = "x-sparkstack-route"      # why: "rule: tools offered", ...
+
+
+def render_auto_routes(profiles: dict[str, dict]) -> str:
+    return json.dumps({"profiles": profiles}, indent=1, sort_keys=True) + "\n"
+
+
+def read_auto_routes(text: str) -> dict[str, dict]:
+    return json.loads(text)["profiles"]
+
+
 # --- the request log (LiteLLM's database on each LiteLLM host) ---------------------------
 REQUEST_LOG_TABLE = "sparkstack_requests"
 # `final`: the request's outcome (its success, or the error its client got); the other
@@ -366,7 +394,8 @@ REQUEST_LOG_TABLE = "sparkstack_requests"
 REQUEST_LOG_COLUMNS = ("at", "trace_id", "final", "key_hash", "key_alias", "requested",
                        "served", "served_host", "route", "fallbacks", "input_tokens",
                        "output_tokens", "latency_ms", "ttft_ms", "stream", "status",
-                       "error_class", "cost", "prompt", "answer")
+                       "error_class", "cost", "prompt", "answer", "auto_profile",
+                       "auto_reason", "auto_ms")
 REQUEST_LOG_DDL = f"""
 CREATE TABLE IF NOT EXISTS {REQUEST_LOG_TABLE} (
     id bigserial PRIMARY KEY, at timestamptz NOT NULL, trace_id text NOT NULL,
@@ -377,7 +406,12 @@ CREATE TABLE IF NOT EXISTS {REQUEST_LOG_TABLE} (
     status text NOT NULL, error_class text NOT NULL, cost double precision NOT NULL,
     prompt jsonb, answer jsonb);
 CREATE INDEX IF NOT EXISTS {REQUEST_LOG_TABLE}_at ON {REQUEST_LOG_TABLE} (at) WHERE final;
+ALTER TABLE {REQUEST_LOG_TABLE} ADD COLUMN IF NOT EXISTS auto_profile text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS auto_reason text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS auto_ms real;
 """
+# auto_profile: the profile an auto profile picked ('' for a request that named one),
+# auto_reason: why (its layer and rule, never numbers), auto_ms: the classifier's time.
 # Rollups of the final rows, kept by the request log's writer in the same transaction as
 # the rows: counts per UTC hour, latency histograms per UTC day; `dim` is profile, host or
 # key, `g` the group's name (as `sparkstack usage --by` shows it).

@@ -11,6 +11,7 @@ when it fails. `sparkstack health` runs this on every host of an inventory.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from . import gpu, ready, routes
+from . import auto_route, gpu, ready, routes
 from .contract import (
     DEFAULT_CONFIG_ROOT,
     HEALTH,
@@ -160,6 +161,25 @@ def check_litellm_ui(base: str, has_database: bool) -> tuple[bool, str, str]:
         "start and need the internet); sparkstack usage works without it")
 
 
+def check_classifier(name: str, route: dict) -> tuple[bool, str, str]:
+    """Does the auto profile's classifier answer a label within its budget?"""
+    async def ask():
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return await auto_route.by_classifier(
+                route, auto_route.Request("Why does this Python loop never end?", 40, False),
+                client)
+    d = asyncio.run(ask())
+    c = route["classifier"]
+    if d.layer == "classifier":
+        return True, (f"{c['model']} answered {d.profile!r} in {d.classifier_ms:.0f} ms "
+                      f"(budget {c['budget_ms']} ms)"), ""
+    return False, (f"{c['model']}: {d.reason} ({d.classifier_ms:.0f} ms, budget "
+                   f"{c['budget_ms']} ms); {name} sends what no rule matches to "
+                   f"{route['default']}"), (
+        f"see the vllm {c['model']} row above; a slow one needs a larger budget_ms or a "
+        "smaller model")
+
+
 def check_routes(layout: Layout) -> tuple[bool, str, str]:
     """Does LiteLLM route to every model its plan names? A model that is not ready
     leaves its profiles on the cloud until the gate sees it ready."""
@@ -223,6 +243,10 @@ def run(config_root: str = DEFAULT_CONFIG_ROOT) -> list[dict]:
             names = profiles(base, master)
         except httpx.HTTPError:
             names = []  # the liveliness check above reports LiteLLM being down
+        for name, route in auto_route.load_routes(layout.auto_routes).items():
+            if route.get("classifier"):
+                jobs.append((f"auto {name} classifier",
+                             lambda name=name, route=route: check_classifier(name, route)))
         for p in names:
             for api in ("openai", "anthropic"):
                 jobs.append((f"profile {p} ({api})",

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from litellm.integrations.custom_logger import CustomLogger
 
+from .auto_route import decision_of
 from .contract import (
     REQUEST_LOG_COLUMNS,
     REQUEST_LOG_DDL,
@@ -82,6 +83,12 @@ def key_alias(hashed: str, alias: str | None) -> str:
     return alias or ("master key" if hashed == MASTER_KEY else "")
 
 
+def auto_columns(call_id: str | None) -> tuple:
+    """What an auto profile decided for the request, if it asked for one."""
+    d = decision_of(call_id)
+    return (d.profile, f"{d.layer}: {d.reason}", d.classifier_ms) if d else ("", "", None)
+
+
 def row_from_call(kwargs: dict, status: str, keep_text: bool) -> tuple:
     """A row from LiteLLM's logging kwargs for one model call (a success is final)."""
     payload = kwargs.get("standard_logging_object") or {}
@@ -94,13 +101,16 @@ def row_from_call(kwargs: dict, status: str, keep_text: bool) -> tuple:
     stream = bool(payload.get("stream"))
     error = payload.get("error_information") or {}
     served = info.get("sparkstack_served") or payload.get("model") or ""
+    call_id = kwargs.get("litellm_call_id")
+    auto = decision_of(call_id)
     return (
         datetime.fromtimestamp(started, timezone.utc),
-        payload.get("trace_id") or kwargs.get("litellm_call_id") or "", status == "ok",
+        payload.get("trace_id") or call_id or "", status == "ok",
         key_hash(payload.get("metadata", {}).get("user_api_key_hash")),
         key_alias(payload.get("metadata", {}).get("user_api_key_hash") or "",
                   payload.get("metadata", {}).get("user_api_key_alias")),
-        metadata.get("original_model_group") or payload.get("model_group") or "",
+        (auto and auto.asked) or metadata.get("original_model_group")
+        or payload.get("model_group") or "",
         served, info.get("sparkstack_host") or "", info.get("sparkstack_route") or "",
         int(metadata.get("attempted_fallbacks") or 0),
         int(payload.get("prompt_tokens") or 0), int(payload.get("completion_tokens") or 0),
@@ -109,16 +119,20 @@ def row_from_call(kwargs: dict, status: str, keep_text: bool) -> tuple:
         float(payload.get("response_cost") or 0.0),
         json.dumps(payload.get("messages")) if keep_text else None,
         json.dumps(payload.get("response")) if keep_text else None,
+        *auto_columns(call_id),
     )
 
 
 def row_failed(request: dict, error: Exception, key: str, alias: str) -> tuple:
     """The final row of a request its client got an error for."""
-    return (datetime.now(timezone.utc), request.get("litellm_call_id") or "", True,
-            key_hash(key), key_alias(key, alias), str(request.get("model") or ""), "", "", "",
+    call_id = request.get("litellm_call_id")
+    auto = decision_of(call_id)
+    return (datetime.now(timezone.utc), call_id or "", True,
+            key_hash(key), key_alias(key, alias),
+            (auto and auto.asked) or str(request.get("model") or ""), "", "", "",
             0, 0, 0,
             None, None, bool(request.get("stream")), "error", type(error).__name__, 0.0,
-            None, None)
+            None, None, *auto_columns(call_id))
 
 
 class Spool:
@@ -151,6 +165,9 @@ class Spool:
         for line in self.path.read_text().splitlines():
             values = json.loads(line)
             values[0] = datetime.fromisoformat(values[0])
+            # kept by an older LiteLLM, before the auto profiles' columns
+            values += ["", "", None][len(values) - len(REQUEST_LOG_COLUMNS):] \
+                if len(values) < len(REQUEST_LOG_COLUMNS) else []
             rows.append(tuple(values))
         return rows
 

@@ -1,7 +1,8 @@
 """The request log's rollups: what a row counts as, and the SQL that keeps the rollups.
 
 A report over days reads the rollups (thousands of rows) instead of the log (millions):
-counts per UTC hour and latency histograms per UTC day, per profile, host and key. The
+counts per UTC hour and latency histograms per UTC day, per profile, host, key
+and auto route. The
 request log's writer applies `APPLY_BATCH` to each batch in the transaction that stores
 the rows, so the rollups never disagree with the log; `rollup_from(REQUEST_LOG_TABLE)`
 builds them once from a log kept before they existed.
@@ -30,6 +31,9 @@ DIMENSIONS = {
     # rows written before the log named the master key carry only LiteLLM's placeholder
     "key": "CASE WHEN key_alias <> '' THEN key_alias WHEN key_hash = "
            "'litellm_proxy_master_key' THEN 'master key' ELSE left(key_hash, 12) END",
+    # what an auto profile picked and why; requests that named a profile are direct
+    "route": "CASE WHEN auto_profile <> '' THEN requested || ' -> ' || auto_profile || "
+             "' (' || auto_reason || ')' ELSE 'direct' END",
 }
 # Latency histograms count whole milliseconds below 100 ms, then buckets 2% apart named
 # by their centre, so a percentile read from them is within 1% of the exact one.

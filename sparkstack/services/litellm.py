@@ -30,6 +30,7 @@ from sparkstack_host.contract import (
     local_routes,
     local_url,
     read_config_text,
+    render_auto_routes,
     render_config,
 )
 
@@ -105,11 +106,17 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
             model_list.append(cloud_entry(name, cloud, "cloud", 1))
         return bool(local or cloud)
 
-    served = [name for name, profile in s["profiles"].items() if add_profile(name, profile)]
+    def serving(profile: dict) -> dict:
+        """An auto profile is served as its default profile is: a request it does not
+        re-route (none should reach it) still gets an answer."""
+        return s["profiles"][profile["routes"]["default"]] if "routes" in profile else profile
+
+    served = [name for name, profile in s["profiles"].items()
+              if add_profile(name, serving(profile))]
     # Aliases (e.g. claude-*) are served as their profile is, under their own name.
     for alias, target in s["litellm_model_aliases"].items():
         if target in served:
-            add_profile(alias, s["profiles"][target])
+            add_profile(alias, serving(s["profiles"][target]))
 
     general = {"master_key": "os.environ/LITELLM_MASTER_KEY"}
     if s["litellm_request_log"]:
@@ -133,13 +140,44 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
         "litellm_settings": {"drop_params": True, "request_timeout": s["litellm_timeout"],
                              # from the host package (on PYTHONPATH): only served names
                              # may be asked for; sparkstack's request log
-                             "callbacks": ["sparkstack_host.model_guard.guard"] + (
+                             "callbacks": ([AUTO_ROUTER] if auto_routes(s, fleet) else [])
+                             + ["sparkstack_host.model_guard.guard"] + (
                                  ["sparkstack_host.request_log.logger"]
                                  if s["request_log"] else [])},
         "general_settings": general,
     }
     return RoutesPlan(config=config, backends=backends, standby=standby,
                       drain_timeout=s["litellm_timeout"])
+
+
+AUTO_ROUTER = "sparkstack_host.auto_route.router"  # before the guard: it renames "auto"
+
+
+def auto_routes(s: HostSettings, fleet: Fleet) -> dict[str, dict]:
+    """The auto profiles as the router in LiteLLM's process reads them (contract's
+    auto-routes.json): the names it answers to, the profiles hints may pick, the rules,
+    and where this host's classifier model answers."""
+    bind = fleet.vllm_bind_address(s) if s.has("vllm") else "127.0.0.1"
+    ports = {m["name"]: m["port"] for m in s.models}
+    out = {}
+    for name, profile in s["profiles"].items():
+        if "routes" not in profile:
+            continue
+        routes = profile["routes"]
+        serving = [p for p, v in s["profiles"].items() if "routes" not in v]
+        entry = {"names": [name] + [a for a, target in s["litellm_model_aliases"].items()
+                                    if target == name],
+                 "default": routes["default"],
+                 "hints": serving if routes.get("hints", True) else [],
+                 "rules": routes.get("rules", []), "classifier": None}
+        if c := routes.get("classifier"):
+            entry["classifier"] = {
+                "url": f"{local_url(bind, ports[c['model']])}/v1/chat/completions",
+                "model": c["model"], "labels": c["labels"],
+                "budget_ms": c.get("budget_ms", 300),
+                "min_confidence": c.get("min_confidence", 0.0)}
+        out[name] = entry
+    return out
 
 
 def settings_changed(old_plan: str | None, new: RoutesPlan) -> bool:
@@ -206,6 +244,10 @@ def deploy(d: Deployment) -> None:
                     src=StringIO(wanted.to_json()),
                     dest=layout.routes_plan, user="root", group=svc.user, mode="640")
     env = write_secrets(svc, "LiteLLM", secret_environment(s, fleet, secrets))
+    # the auto profiles' routes: read by LiteLLM at its start (a change restarts it)
+    auto = put_file(name="Write the auto profiles' routes",
+                    src=StringIO(render_auto_routes(auto_routes(s, fleet))),
+                    dest=layout.auto_routes, user="root", group=svc.user, mode="640")
     gate = layout.host_program(GATE)
     unit_file = write_unit(svc, LITELLM_UNIT, "litellm/litellm.service.j2", gate=gate,
                            socket_unit=LITELLM_SOCKET,
@@ -222,7 +264,7 @@ def deploy(d: Deployment) -> None:
                      commands=[f"systemctl stop {LITELLM_UNIT}"])
     unit_running(name="Listen on LiteLLM's socket", unit=LITELLM_SOCKET,
                  daemon_reload=socket_file.will_change, restarted=socket_file.will_change)
-    run_unit(LITELLM_UNIT, "Run LiteLLM", unit_file, [venv, launcher, env, socket_file],
+    run_unit(LITELLM_UNIT, "Run LiteLLM", unit_file, [venv, launcher, env, socket_file, auto],
              restart=settings_changed(snapshot().content(layout.routes_plan), wanted))
     # LiteLLM reads config.yaml, which the gate writes from the plan: new routes are
     # taken in place (systemctl reload); other settings restarted it above
