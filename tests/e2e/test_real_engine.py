@@ -37,6 +37,17 @@ WEATHER = {"type": "object", "additionalProperties": False, "required": ["city",
            "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]},
                           "metric": {"type": "boolean"}}}
 GATED_REPO, HF_TOKEN = "sparkstack-test/tiny-chat-gated", "hf_e2eGatedToken42"
+# An auto profile whose only rule is tools -> code, and whose classifier is the real
+# engine (tiny-a, which also serves the profiles): held to the labels by structured
+# outputs, even a random model answers one of them. Its budget is the CPU engine's under
+# the tests' traffic; bench/routing_bench.py measures it quiet.
+LABELS = {"code": "writing, fixing or explaining code",
+          "expert": "research, analysis, long or hard questions",
+          "fast": "quick questions and chat"}
+AUTO = {"title": "Auto", "routes": {
+    "default": "fast", "hints": False, "rules": [{"profile": "code", "tools": True}],
+    "classifier": {"model": "tiny-a", "budget_ms": 3000, "min_confidence": 0.0,
+                   "labels": LABELS}}}
 
 
 def gate_a_repo(tmp) -> None:
@@ -70,7 +81,8 @@ class Spark(SimFleet):
                        member("tiny-b", GATED_REPO, 8001, core=1)],
             "profiles": {"fast": profile("openrouter/fast-in-the-cloud"),
                          "expert": profile("openrouter/expert-in-the-cloud"),
-                         "code": profile("openrouter/code-in-the-cloud")}},
+                         "code": profile("openrouter/code-in-the-cloud"),
+                         "auto": AUTO}},
             {"spark8": {"roles": ["postgres", "vllm", "litellm"],
                         "litellm_bind_address": self.host.address}},
             vllm=engine.REAL, hub=hub)
@@ -280,8 +292,36 @@ def test_a_stop_lets_a_long_generation_finish_and_fails_no_request(spark, operat
     assert "[shutdown] API server: stopping engine client mode=drain" in journal
 
 
+def test_the_classifier_on_the_real_engine_always_answers_one_of_the_labels(spark):
+    oa, an = spark.openai(), spark.anthropic()
+    questions = ["Why is the sky blue?", "Write a Rust function that reverses a list",
+                 "Compare three database designs for a ledger in depth", "hello",
+                 "Fix: TypeError: 'NoneType' object is not subscriptable"]
+    for text in questions:
+        for raw in (oa.chat.completions.with_raw_response.create(
+                        model="auto", messages=[{"role": "user", "content": text}],
+                        max_tokens=8),
+                    an.messages.with_raw_response.create(
+                        model="auto", messages=[{"role": "user", "content": text}],
+                        max_tokens=8)):
+            profile, why = raw.headers["x-sparkstack-profile"], raw.headers["x-sparkstack-route"]
+            assert profile in LABELS and why.startswith(f"classifier: {profile} ("), why
+    time.sleep(2)
+    rows = spark.query("SELECT auto_profile, auto_ms FROM sparkstack_requests WHERE final "
+                       "AND requested = 'auto' AND auto_reason LIKE 'classifier:%'")
+    assert len(rows.splitlines()) == 2 * len(questions)
+    assert all(0 < float(ms) < 3000 for ms in (r.split("|")[1] for r in rows.splitlines()))
+    # a rule still comes first: the classifier is not asked
+    raw = oa.chat.completions.with_raw_response.create(
+        model="auto", max_tokens=8, messages=[{"role": "user", "content": "weather?"}],
+        tools=[{"type": "function", "function": {"name": "weather", "parameters": WEATHER}}])
+    assert raw.headers["x-sparkstack-route"] == "rule: tools offered"
+
+
 def test_kill_9_of_the_engine_fails_no_request_and_it_is_local_again(spark):
-    with spark.fast_traffic() as traffic:
+    """tiny-a is also the auto profile's classifier: while it is down auto's requests
+    go to its default (fast, on the cloud meanwhile), and none fails."""
+    with spark.traffic(spark.host, ["fast", "auto"], rate=4, by_backend=True) as traffic:
         time.sleep(3)
         ssh(spark.host, f"kill -9 $(systemctl show -p MainPID --value {UNIT_A})")
         killed = time.monotonic()
@@ -289,9 +329,14 @@ def test_kill_9_of_the_engine_fails_no_request_and_it_is_local_again(spark):
         raw = spark.openai().chat.completions.with_raw_response.create(
             model="fast", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
         assert backend_of(raw.headers) == "cloud"
+        raw = spark.openai().chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        assert raw.headers["x-sparkstack-route"].startswith("default: classifier down")
+        assert raw.headers["x-sparkstack-profile"] == "fast"
         wait_local(traffic, spark, killed)
     assert traffic.failures() == [], traffic.failures()[:3]
     assert traffic.sequence("fast") == [spark.local, "cloud", spark.local]
+    assert "cloud" in traffic.sequence("auto")
     assert ssh(spark.host, f"systemctl show -p NRestarts --value {UNIT_A}").stdout.strip() == "1"
     # the timer's gate took the dead engine's route out (it may write LiteLLM's config)
     journal = ssh(spark.host, "journalctl -u sparkstack-litellm-routes -o cat --no-pager "

@@ -205,13 +205,14 @@ def test_vllm_refuses_requests_without_its_api_key(stack):
 
 ARTIFACTS = REPO / ".sim" / "artifacts"
 PICKER = {"Fast — Qwen3 4B on this Spark", "Expert — Qwen3 Coder 30B on this Spark",
-          "Code — Qwen3 Coder 30B on this Spark", "Cloud — OpenRouter"}
+          "Code — Qwen3 Coder 30B on this Spark", "Cloud — OpenRouter",
+          "Auto — picks Fast, Expert or Code"}
 
 
 def test_open_webui_in_a_browser_offers_the_profiles_and_answers_from_the_local_model(
         stack):
     """Headless Chromium signs in as the admin the deploy made, finds exactly the
-    profiles (by their display names) in the model picker, asks `fast`, and sees the
+    profiles (by their display names) in the model picker, asks `auto`, and sees the
     local model's answer."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
@@ -243,7 +244,8 @@ def test_open_webui_in_a_browser_offers_the_profiles_and_answers_from_the_local_
             offered = {t.strip().split("\n")[0] for t in items.all_inner_texts() if t.strip()}
             page.screenshot(path=str(ARTIFACTS / "openwebui-picker.png"))
             assert offered == PICKER, offered
-            page.get_by_role("option", name="Fast — Qwen3 4B on this Spark").click()
+            # the auto profile: no rule matches "hi", so its default (fast) answers
+            page.get_by_role("option", name="Auto — picks Fast, Expert or Code").click()
             page.locator("#chat-input").click()
             page.keyboard.type("hi")
             page.keyboard.press("Enter")
@@ -271,12 +273,13 @@ def test_open_webui_is_up_and_lists_the_profiles_from_litellm(stack):
     models = httpx.get(f"{base}/api/models", timeout=30,
                        headers={"Authorization": f"Bearer {token}"}).json()["data"]
     ids = {m["id"] for m in models}
-    assert ids == {"fast", "expert", "code", "cloud"}
+    assert ids == {"fast", "expert", "code", "cloud", "auto"}
 
 
 def test_clients_see_and_can_call_only_the_profiles(stack):
     client = stack.openai()
-    assert {m.id for m in client.models.list()} == {"fast", "expert", "code", "cloud"}
+    assert {m.id for m in client.models.list()} == {"fast", "expert", "code", "cloud",
+                                                    "auto"}
     for internal in ("fast-cloud-fallback", "openrouter/qwen/qwen3-4b:free"):
         with pytest.raises(openai.BadRequestError):
             client.chat.completions.create(

@@ -229,3 +229,83 @@ def test_count_tokens_answers(spark):
                              "messages": [{"role": "user", "content": "hello there"}]})
     assert reply.status_code == 200, reply.text
     assert reply.json()["input_tokens"] > 0
+
+
+# --- the default auto profile: rules in both formats, Claude Code, the route report ---
+
+TOOL = {"type": "function", "function": {"name": "lookup", "description": "look up a word",
+                                         "parameters": {"type": "object", "properties": {
+                                             "word": {"type": "string"}}}}}
+FAST, CODE, EXPERT = ("standin:qwen3-4b@spark7", "standin:qwen3-coder-30b@spark7",
+                      "standin:qwen3-coder-30b@spark7")
+LONG_DOCUMENT = "The quarterly figures were stable across regions. " * 600  # ~7,500 tokens
+
+
+@pytest.mark.parametrize("ask, profile, why", [
+    ({"tools": [TOOL]}, "code", "rule: tools offered"),
+    ({"text": LONG_DOCUMENT + "\nSummarise this."}, "expert", "rule: prompt >= 6000 tokens"),
+    ({"text": "hi #expert"}, "expert", "hint: #expert"),
+    ({"text": "Why does my python script crash?"}, "code", "rule: pattern"),
+    ({"text": "hi"}, "fast", "default: no rule matched"),
+])
+def test_auto_routes_by_its_rules_in_both_formats_and_says_why(spark, ask, profile, why):
+    oa = openai.OpenAI(base_url=f"{spark.base}/v1", api_key=spark.key, max_retries=0)
+    an = anthropic.Anthropic(base_url=spark.base, api_key=spark.key, max_retries=0)
+    text = ask.get("text", "look up 'spark'")
+    raw = oa.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": text}], max_tokens=16,
+        **({"tools": ask["tools"]} if "tools" in ask else {}))
+    assert raw.headers["x-sparkstack-profile"] == profile
+    assert raw.headers["x-sparkstack-route"].startswith(why)
+    reply = raw.parse()
+    assert reply.choices[0].message.content or reply.choices[0].message.tool_calls
+    tools = [{"name": "lookup", "description": "look up a word",
+              "input_schema": TOOL["function"]["parameters"]}] if "tools" in ask else []
+    raw = an.messages.with_raw_response.create(
+        model="auto", max_tokens=16, messages=[{"role": "user", "content": text}],
+        **({"tools": tools} if tools else {}))
+    assert raw.headers["x-sparkstack-profile"] == profile
+    assert raw.headers["x-sparkstack-route"].startswith(why)
+    assert raw.parse().content
+    # a stream says it in its headers too, before its first token
+    with oa.chat.completions.with_streaming_response.create(
+            model="auto", messages=[{"role": "user", "content": text}], max_tokens=16,
+            stream=True, **({"tools": ask["tools"]} if "tools" in ask else {})) as stream:
+        assert stream.headers["x-sparkstack-profile"] == profile
+        assert any(line for line in stream.iter_lines())
+
+
+def test_the_answer_comes_from_the_picked_profiles_model(spark):
+    oa = openai.OpenAI(base_url=f"{spark.base}/v1", api_key=spark.key, max_retries=0)
+    for text, served in (("hi", FAST), ("fix this python bug", CODE), ("#fast hello", FAST)):
+        reply = oa.chat.completions.create(model="auto", max_tokens=16,
+                                           messages=[{"role": "user", "content": text}])
+        assert reply.choices[0].message.content.startswith(served), (text, reply)
+
+
+def test_claude_code_on_auto_is_routed_by_its_tools_to_code(spark, tmp_path):
+    before = int(spark.sql("SELECT count(*) FROM sparkstack_requests WHERE final AND "
+                           "requested = 'auto' AND auto_profile = 'code'"))
+    result = subprocess.run(["claude", "-p", "What is 2 + 2?", "--model", "auto"], cwd=tmp_path,
+                            env={**claude_env(spark), "HOME": str(tmp_path)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert CODE in result.stdout
+    time.sleep(2)
+    after = int(spark.sql("SELECT count(*) FROM sparkstack_requests WHERE final AND "
+                          "requested = 'auto' AND auto_profile = 'code' AND "
+                          "auto_reason = 'rule: tools offered'"))
+    assert after > before
+
+
+def test_usage_by_route_reports_what_auto_picked_and_why(spark):
+    time.sleep(2)
+    report = json.loads(spark.usage("--since", "1h", "--by", "route", "--json").stdout)
+    rows = {r["group"]: r["requests"] for r in report["rows"]}
+    assert rows["auto -> expert (hint: #expert)"] == 3
+    assert rows["auto -> code (rule: tools offered)"] >= 3
+    assert rows["auto -> fast (default: no rule matched)"] == 4
+    assert rows["direct"] > 20
+    hour, week = (json.loads(spark.usage("--since", since, "--by", "route", "--json").stdout)
+                  for since in ("1h", "7d"))
+    assert week["rows"] == hour["rows"]
