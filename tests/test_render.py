@@ -104,7 +104,7 @@ def test_litellm_config_profiles_aliases_and_fallbacks():
     assert by_name["cloud"] == [{"model": "openrouter/qwen/qwen3-235b-a22b:free",
                                  "api_base": "https://openrouter.ai/api/v1",
                                  "api_key": "os.environ/CLOUD_API_KEY", "order": 1}]
-    assert set(by_name) == {"fast", "expert", "code", "cloud", "claude-*"}
+    assert set(by_name) == {"fast", "expert", "code", "cloud", "auto", "claude-*"}
     assert config["router_settings"]["enable_pre_call_checks"] is True
     assert config["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
     assert "sk-or-cloud-secret" not in yaml.safe_dump(config)  # secrets stay references
@@ -115,7 +115,7 @@ def test_without_a_cloud_key_there_are_no_cloud_routes(monkeypatch):
     fleet = fleet_of({"s": {}})
     config = litellm_config(fleet["s"], fleet)
     names = {e["model_name"] for e in config["model_list"]}
-    assert names == {"fast", "expert", "code", "claude-*"}
+    assert names == {"fast", "expert", "code", "auto", "claude-*"}
     assert all(e["litellm_params"]["model"].startswith("hosted_vllm/")
                for e in config["model_list"])
 

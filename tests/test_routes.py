@@ -42,7 +42,7 @@ def test_plan_names_every_backend_with_what_its_probe_expects(plan):
         "a:8000": Backend("http://127.0.0.1:8000", "qwen3-4b", 32768, local=True),
         "a:8001": Backend("http://127.0.0.1:8001", "qwen3-coder-30b", 65536, local=True),
         "b:8000": Backend("http://10.0.0.2:8000", "qwen3-4b", 32768, local=False)}
-    assert set(plan.standby) == {"fast", "expert", "code", "claude-*"}
+    assert set(plan.standby) == {"fast", "expert", "code", "auto", "claude-*"}
 
 
 def test_the_plan_survives_its_file_format(plan):
@@ -72,7 +72,7 @@ def test_one_ready_backend_keeps_the_profile_local_and_its_fallback(plan):
             if e["model_name"] == "fast"] == [1, 2]
     assert got["expert"] == ["openrouter/qwen/qwen3-235b-a22b:free"]
     # no internal route for a client to call: the model names are the profiles
-    assert set(got) == {"fast", "expert", "code", "cloud", "claude-*"}
+    assert set(got) == {"fast", "expert", "code", "cloud", "auto", "claude-*"}
 
 
 def test_config_written_by_the_gate_is_yaml_and_tells_what_is_routed(plan, tmp_path):
@@ -81,7 +81,7 @@ def test_config_written_by_the_gate_is_yaml_and_tells_what_is_routed(plan, tmp_p
     path.write_text(render_config(assemble_config(plan, {"a:8000"})))
     assert yaml.safe_load(path.read_text()) == assemble_config(plan, {"a:8000"})
     assert routes.routed_backends(path) == {"a:8000"}
-    assert local_routes(routes.read_config(path)) == {("fast", "a:8000")}
+    assert local_routes(routes.read_config(path)) == {("fast", "a:8000"), ("auto", "a:8000")}  # auto: served as fast
 
 
 def layout_in(tmp_path) -> Layout:

@@ -157,7 +157,7 @@ def test_a_claude_code_slot_set_to_a_model_litellm_does_not_serve_is_refused():
                                                    "sonnet": "claude-sonnet-4-5",
                                                    "haiku": "fast"}}})
     assert found == ["host s: claude_code_models.model = 'nonexistent': LiteLLM serves no "
-                     "such model; give a profile (fast, expert, code, cloud) or a name an "
+                     "such model; give a profile (fast, expert, code, cloud, auto) or a name an "
                      "alias routes (e.g. claude-sonnet-4-5)"]
 
 
