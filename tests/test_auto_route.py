@@ -46,6 +46,7 @@ def run(route: dict, data: dict, client=None) -> Decision:
     (user("please think hard #expert"), "expert", "hint: #expert"),
     (user("#code: #expert"), "expert", "hint: #expert"),  # in the order of the hints
     (user("see issue#code"), "fast", "default: no rule matched"),  # not a hint
+    (user("Think it through, #Expert."), "expert", "hint: #expert"),
 ])
 def test_rules_decide_deterministically(data, profile, why):
     d = run(ROUTE, data)

@@ -89,10 +89,16 @@ def read_request(data: dict) -> Request:
                    tools=bool(data.get("tools") or data.get("functions")))
 
 
+HINT = re.compile(r"(?<![\w#])#([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
 def hint(route: dict, request: Request) -> Decision | None:
-    for profile in route.get("hints", []):
-        if re.search(rf"(?<![\w#])#{re.escape(profile)}\b", request.last_user,
-                     re.IGNORECASE):
+    """`#profile` in the last user message (one pass, however long the message)."""
+    if "#" not in request.last_user or not route.get("hints"):
+        return None
+    named = {m.rstrip("._-").lower() for m in HINT.findall(request.last_user)}
+    for profile in route["hints"]:  # in their order, when several are named
+        if profile.lower() in named:
             return Decision(profile, "hint", f"#{profile}")
     return None
 

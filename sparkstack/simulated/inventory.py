@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import engine
 from .fleet import SSH_KEY, SimHost
+from ..settings import load_defaults
 
 TEST_MODEL = "sparkstack-test/tiny-chat"
 
@@ -42,6 +43,8 @@ def real_engine_models(hub: str) -> dict:
             "cloud": {"local": [], "cloud": "openrouter/qwen/qwen3-235b-a22b:free",
                       "title": "Cloud — OpenRouter",
                       "description": "Sent to the cloud provider: prompts leave this machine"},
+            # the default auto profile (its rules pick fast, expert or code)
+            "auto": load_defaults()["profiles"]["auto"],
         },
     }
 
