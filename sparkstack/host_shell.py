@@ -81,11 +81,12 @@ class HostShell:
                         timeout)
 
     def program_json(self, name: str, *args: str, timeout: float | None = None):
-        """A host program's JSON answer (its standard output); RuntimeError with what
-        it said when it failed or answered something else."""
-        ok, output = self.outcome(self.program_line(name, *args), timeout=timeout)
+        """A host program's JSON answer (its standard output, also when it exits with
+        a failure, as health does for an unhealthy host); RuntimeError with what it
+        said when it answered no JSON."""
+        _, output = self.outcome(self.program_line(name, *args), timeout=timeout)
         try:
-            if ok:
+            if output.stdout.strip():
                 return json.loads(output.stdout)
         except ValueError:
             pass
