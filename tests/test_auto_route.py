@@ -120,8 +120,11 @@ def test_the_classifier_is_asked_for_one_of_the_labels_when_no_rule_matches():
     asked = c.seen[0]
     assert asked["structured_outputs"] == {"choice": ["code", "expert", "fast"]}
     assert asked["model"] == "router" and asked["messages"][-1]["content"] == "hello there"
+    assert asked["logprobs"] is True  # min_confidence 0.5 needs the answer's probability
+    classify(c.route(min_confidence=0))
+    assert "logprobs" not in c.seen[-1]  # not asked for when nothing uses it
     # a rule that matches never asks it
-    assert classify(c.route(), "a stack trace").layer == "rule" and len(c.seen) == 1
+    assert classify(c.route(), "a stack trace").layer == "rule" and len(c.seen) == 2
 
 
 @pytest.mark.parametrize("classifier, reason", [

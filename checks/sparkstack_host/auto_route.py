@@ -151,9 +151,12 @@ def classifier_request(classifier: dict, request: Request) -> dict:
              "content": "Pick the one label that fits the user's request best. Answer "
                         f"with the label only.\nLabels:\n{lines}"},
             {"role": "user", "content": request.last_user[:CLASSIFIER_CHARS] or "(empty)"}],
-        "max_tokens": 16, "temperature": 0, "logprobs": True,
+        "max_tokens": 16, "temperature": 0,
         # vLLM holds the answer to one of the labels, whatever the model
         "structured_outputs": {"choice": list(labels)},
+        # the answer's probability, only when it decides (the CPU engine compiles
+        # its logprobs with a C++ compiler, which a host may lack)
+        **({"logprobs": True} if classifier.get("min_confidence", 0) > 0 else {}),
     }
 
 

@@ -56,11 +56,13 @@ class SimFleet:
     def deploy(self, *extra: str, **kw) -> DeployResult:
         return run_deploy(self.inventory, *extra, **kw)
 
-    def sparkstack(self, command: str, *args: str, timeout: float = 600
-                   ) -> subprocess.CompletedProcess:
-        """`sparkstack COMMAND -i INVENTORY ARGS`; stdout and stderr both in .stdout."""
+    def sparkstack(self, command: str, *args: str, timeout: float = 600,
+                   merged: bool = True) -> subprocess.CompletedProcess:
+        """`sparkstack COMMAND -i INVENTORY ARGS`; stdout and stderr both in .stdout
+        unless not `merged` (a JSON answer is stdout alone)."""
         return subprocess.run([SPARKSTACK, command, "-i", str(self.inventory), *args],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT if merged else subprocess.PIPE,
                               text=True, timeout=timeout)
 
     def secrets(self, host: str) -> dict[str, str]:
