@@ -77,11 +77,13 @@ class Classifier:
 
     def __init__(self, label="code", delay=0.0, status=200, logprob=-0.1):
         self.seen: list[dict] = []
+        self.keys: list[str | None] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 outer.seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                outer.keys.append(self.headers.get("Authorization"))
                 time.sleep(delay)
                 body = json.dumps({"choices": [{"message": {"content": label}, "logprobs": {
                     "content": [{"token": label, "logprob": logprob}]}}]}).encode()
@@ -220,8 +222,10 @@ def test_an_auto_profile_has_no_models_of_its_own(tmp_path):
 
 def test_health_asks_the_classifier_and_says_when_it_is_too_slow():
     from sparkstack_host import health
-    ok, detail, _ = health.check_classifier("auto", Classifier("code").route())
+    classifier = Classifier("code")
+    ok, detail, _ = health.check_classifier("auto", classifier.route(), "k")
     assert ok and detail.startswith("router answered 'code' in ") and "budget 300 ms" in detail
-    ok, detail, advice = health.check_classifier("auto", Classifier(delay=0.5).route())
+    assert classifier.keys == ["Bearer k"]  # vLLM's key, read from its root-only file
+    ok, detail, advice = health.check_classifier("auto", Classifier(delay=0.5).route(), "k")
     assert not ok and "router: classifier slow" in detail and "to fast" in detail
     assert "budget_ms" in advice

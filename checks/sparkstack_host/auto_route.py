@@ -166,13 +166,15 @@ def confidence(choice: dict) -> float:
     return math.exp(sum(t.get("logprob", 0.0) for t in tokens)) if tokens else 1.0
 
 
-async def by_classifier(route: dict, request: Request, client) -> Decision:
-    """Layer 2, else the default (layer 3) with the reason."""
+async def by_classifier(route: dict, request: Request, client,
+                        api_key: str | None = None) -> Decision:
+    """Layer 2, else the default (layer 3) with the reason. `api_key`: vLLM's, by
+    default from the environment (LiteLLM's unit has it)."""
     classifier, default = route["classifier"], route["default"]
     budget = classifier["budget_ms"] / 1000
     start = time.monotonic()
     ms = lambda: round((time.monotonic() - start) * 1000, 1)  # noqa: E731
-    key = os.environ.get("VLLM_API_KEY")
+    key = api_key or os.environ.get("VLLM_API_KEY")
     try:
         reply = await asyncio.wait_for(client.post(
             classifier["url"], json=classifier_request(classifier, request),

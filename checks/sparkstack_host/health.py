@@ -161,13 +161,13 @@ def check_litellm_ui(base: str, has_database: bool) -> tuple[bool, str, str]:
         "start and need the internet); sparkstack usage works without it")
 
 
-def check_classifier(name: str, route: dict) -> tuple[bool, str, str]:
+def check_classifier(name: str, route: dict, key: str | None) -> tuple[bool, str, str]:
     """Does the auto profile's classifier answer a label within its budget?"""
     async def ask():
         async with httpx.AsyncClient(trust_env=False) as client:
             return await auto_route.by_classifier(
                 route, auto_route.Request("Why does this Python loop never end?", 40, False),
-                client)
+                client, key)
     d = asyncio.run(ask())
     c = route["classifier"]
     if d.layer == "classifier":
@@ -246,7 +246,8 @@ def run(config_root: str = DEFAULT_CONFIG_ROOT) -> list[dict]:
         for name, route in auto_route.load_routes(layout.auto_routes).items():
             if route.get("classifier"):
                 jobs.append((f"auto {name} classifier",
-                             lambda name=name, route=route: check_classifier(name, route)))
+                             lambda name=name, route=route: check_classifier(
+                                 name, route, env.get("VLLM_API_KEY"))))
         for p in names:
             for api in ("openai", "anthropic"):
                 jobs.append((f"profile {p} ({api})",

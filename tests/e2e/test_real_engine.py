@@ -164,7 +164,7 @@ def test_the_sdks_are_answered_by_the_real_engine_plain_and_streaming(spark):
 def test_health_is_green_from_the_real_models_endpoint_and_a_real_completion(spark):
     out = spark.sparkstack("health", "--json", timeout=120, merged=False)
     rows = {r["check"]: r for r in json.loads(out.stdout)}
-    assert all(r["ok"] for r in rows.values()), rows
+    assert [r for r in rows.values() if not r["ok"]] == []
     assert rows["vllm tiny-a"]["detail"] == "ready: tiny-a answered (max_model_len 16384)"
     # the auto profile's classifier was asked and answered one of its labels in time
     assert rows["auto auto classifier"]["detail"].startswith("tiny-a answered ")
@@ -296,6 +296,7 @@ def test_a_stop_lets_a_long_generation_finish_and_fails_no_request(spark, operat
 
 def test_the_classifier_on_the_real_engine_always_answers_one_of_the_labels(spark):
     oa, an = spark.openai(), spark.anthropic()
+    before = int(spark.query("SELECT coalesce(max(id), 0) FROM sparkstack_requests"))
     questions = ["Why is the sky blue?", "Write a Rust function that reverses a list",
                  "Compare three database designs for a ledger in depth", "hello",
                  "Fix: TypeError: 'NoneType' object is not subscriptable"]
@@ -310,7 +311,8 @@ def test_the_classifier_on_the_real_engine_always_answers_one_of_the_labels(spar
             assert profile in LABELS and why.startswith(f"classifier: {profile} ("), why
     time.sleep(2)
     rows = spark.query("SELECT auto_profile, auto_ms FROM sparkstack_requests WHERE final "
-                       "AND requested = 'auto' AND auto_reason LIKE 'classifier:%'")
+                       f"AND id > {before} AND requested = 'auto' "
+                       "AND auto_reason LIKE 'classifier:%'")
     assert len(rows.splitlines()) == 2 * len(questions)
     assert all(0 < float(ms) < 3000 for ms in (r.split("|")[1] for r in rows.splitlines()))
     # a rule still comes first: the classifier is not asked
