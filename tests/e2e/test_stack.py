@@ -225,9 +225,9 @@ def test_open_webui_in_a_browser_offers_the_profiles_and_answers_from_the_local_
         try:
             page.goto(f"{base}/auth", wait_until="networkidle")
             # a fresh Open WebUI already has its admin: the one the deploy made
-            page.fill("input[type=email]", "admin@localhost")
-            page.fill("input[type=password]", stack.secrets("spark1")["openwebui_admin_password"])
-            page.locator("button[type=submit]").click()
+            page.fill("#email", "admin@localhost")
+            page.fill("#password", stack.secrets("spark1")["openwebui_admin_password"])
+            page.locator("#password").press("Enter")  # submits the sign-in form
             page.wait_for_url(lambda url: "/auth" not in url, timeout=60_000)
             page.wait_for_load_state("networkidle")
             # A new account is first shown the release notes ("What's New"), over the page.
