@@ -246,16 +246,17 @@ class RequestLog(CustomLogger):
                             await db.execute(statement, (self.days,))
                         self.pruned = time.monotonic()
             except Exception as e:
+                why = " ".join(str(e).split())  # one journal line (psycopg's are several)
                 overflow = self.spool.keep(batch)
                 spooled += len(batch) - overflow
                 self.lost += overflow
                 if overflow:
                     log.warning("request log: %d row(s) lost, PostgreSQL unreachable (%s) "
                                 "and the spool is full; %d lost since LiteLLM started",
-                                overflow, e, self.lost)
+                                overflow, why, self.lost)
                 elif batch:
                     log.warning("request log: PostgreSQL unreachable (%s); %d row(s) kept "
-                                "on disk until it answers", e, spooled)
+                                "on disk until it answers", why, spooled)
 
     @staticmethod
     async def _create(db) -> None:
