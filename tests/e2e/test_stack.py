@@ -256,8 +256,14 @@ def test_open_webui_in_a_browser_offers_the_profiles_and_answers_from_the_local_
         finally:
             browser.close()
     assert (ARTIFACTS / "openwebui-chat.png").stat().st_size > 10_000
-    picked = stack.psql(stack.hosts[0], "SELECT auto_profile FROM sparkstack_requests "
-                                        "WHERE final AND requested = 'auto' AND status = 'ok'")
+    # the request log writes its rows (and, the first time, its table) within seconds
+    query = ("SELECT auto_profile FROM sparkstack_requests WHERE final AND "
+             "requested = 'auto' AND status = 'ok'")
+    deadline, picked = time.monotonic() + 20, ""
+    while time.monotonic() < deadline and not picked:
+        time.sleep(1)
+        picked = ssh(stack.hosts[0], "cd / && runuser -u postgres -- psql -d litellm -XAtc "
+                                     f"\"{query}\"", check=False).stdout
     assert set(picked.split()) & {"fast", "code", "expert"}, picked
 
 
