@@ -36,18 +36,21 @@ UNIT = "sparkstack-vllm-tiny-chat.service"
 
 
 def journal_times(host, since: float) -> dict[str, float]:
-    """Epoch seconds of the marks that matter, from the journal since `since`."""
-    text = ssh(host, f"journalctl -o short-unix --no-pager --since @{since:.3f} "
-                     f"-u {UNIT} -u sparkstack-litellm.service").stdout
-    marks = {"start": r"Starting sparkstack-vllm-tiny-chat",
-             "answering": r"Application startup complete",
-             "routed": r"routes reloaded: .*fast@" + HOST}
+    """Epoch seconds of the marks that matter, each from its unit's journal since
+    `since`: the unit starting, its engine answering (its port opens), LiteLLM taking
+    the route."""
+    marks = {"start": (UNIT, r"Starting sparkstack-vllm-tiny-chat"),
+             "answering": (UNIT, r"Application startup complete"),
+             "routed": ("sparkstack-litellm.service", r"routes reloaded: .*fast@" + HOST)}
     found: dict[str, float] = {}
-    for line in text.splitlines():
-        stamp, _, rest = line.partition(" ")
-        for name, pattern in marks.items():
-            if name not in found and re.search(pattern, rest):
+    for name, (unit, pattern) in marks.items():
+        text = ssh(host, f"journalctl -o short-unix --no-pager --since @{since:.3f} "
+                         f"-u {unit}").stdout
+        for line in text.splitlines():
+            stamp, _, rest = line.partition(" ")
+            if re.search(pattern, rest):
                 found[name] = float(stamp)
+                break
     return found
 
 
@@ -58,11 +61,9 @@ def start_figures(host, since: float) -> str:
 
 
 def memory(host) -> tuple[float, list[str]]:
-    """RSS of every process of the unit (GiB) and the engine's own KV cache lines."""
-    pids = ssh(host, f"cat /sys/fs/cgroup/$(systemctl show -p ControlGroup --value {UNIT})"
-                     "/cgroup.procs").stdout.split()
-    rss = sum(int(ssh(host, f"awk '/VmRSS/ {{print $2}}' /proc/{pid}/status",
-                      check=False).stdout.strip() or 0) for pid in pids)
+    """RSS of every process of the unit (GiB: the vllm user runs only this unit here)
+    and the engine's own KV cache lines."""
+    rss = sum(int(v) for v in ssh(host, "ps -o rss= -u vllm").stdout.split())
     kv = [line.split("] ", 1)[-1] for line in ssh(
         host, f"journalctl -u {UNIT} -o cat --no-pager").stdout.splitlines()
         if "KV cache" in line and ("size" in line.lower() or "memory" in line.lower())]
