@@ -284,18 +284,16 @@ def test_the_answer_comes_from_the_picked_profiles_model(spark):
 
 
 def test_claude_code_on_auto_is_routed_by_its_tools_to_code(spark, tmp_path):
-    before = int(spark.sql("SELECT count(*) FROM sparkstack_requests WHERE final AND "
-                           "requested = 'auto' AND auto_profile = 'code'"))
+    routed = ("SELECT count(*) FROM sparkstack_requests WHERE final AND requested = 'auto' "
+              "AND auto_profile = 'code' AND auto_reason = 'rule: tools offered'")
+    before = int(spark.sql(routed))
     result = subprocess.run(["claude", "-p", "What is 2 + 2?", "--model", "auto"], cwd=tmp_path,
                             env={**claude_env(spark), "HOME": str(tmp_path)},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert CODE in result.stdout
     time.sleep(2)
-    after = int(spark.sql("SELECT count(*) FROM sparkstack_requests WHERE final AND "
-                          "requested = 'auto' AND auto_profile = 'code' AND "
-                          "auto_reason = 'rule: tools offered'"))
-    assert after > before
+    assert int(spark.sql(routed)) > before
 
 
 def test_usage_by_route_reports_what_auto_picked_and_why(spark):
