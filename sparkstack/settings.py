@@ -61,6 +61,10 @@ class HostSettings:
     def address(self) -> str:
         return self.values["address"] or self.name
 
+    def serving_profiles(self) -> list[str]:
+        """The profiles that serve models themselves (not the auto profiles)."""
+        return [p for p, v in self.values["profiles"].items() if "routes" not in v]
+
     def has(self, role: str) -> bool:
         return role in self.values["roles"]
 
@@ -287,7 +291,7 @@ def _check_auto(h: HostSettings, name: str, routes: dict, problems: list[str]) -
     """An auto profile's routes name profiles that serve models (never an auto profile:
     a loop), and its classifier a model this host serves."""
     where = f"host {h.name}: profiles.{name}.routes"
-    serving = [p for p, v in h["profiles"].items() if "routes" not in v]
+    serving = h.serving_profiles()
     targets = [("default", routes["default"])]
     targets += [(f"rules[{i}].profile", r["profile"]) for i, r in enumerate(routes.get("rules", []))]
     if routes.get("classifier"):

@@ -83,9 +83,8 @@ def key_alias(hashed: str, alias: str | None) -> str:
     return alias or ("master key" if hashed == MASTER_KEY else "")
 
 
-def auto_columns(call_id: str | None) -> tuple:
-    """What an auto profile decided for the request, if it asked for one."""
-    d = decision_of(call_id)
+def auto_columns(d) -> tuple:
+    """What an auto profile decided for the request (`d`), if it asked for one."""
     return (d.profile, f"{d.layer}: {d.reason}", d.classifier_ms) if d else ("", "", None)
 
 
@@ -119,7 +118,7 @@ def row_from_call(kwargs: dict, status: str, keep_text: bool) -> tuple:
         float(payload.get("response_cost") or 0.0),
         json.dumps(payload.get("messages")) if keep_text else None,
         json.dumps(payload.get("response")) if keep_text else None,
-        *auto_columns(call_id),
+        *auto_columns(auto),
     )
 
 
@@ -132,7 +131,7 @@ def row_failed(request: dict, error: Exception, key: str, alias: str) -> tuple:
             (auto and auto.asked) or str(request.get("model") or ""), "", "", "",
             0, 0, 0,
             None, None, bool(request.get("stream")), "error", type(error).__name__, 0.0,
-            None, None, *auto_columns(call_id))
+            None, None, *auto_columns(auto))
 
 
 class Spool:

@@ -140,7 +140,7 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
         "litellm_settings": {"drop_params": True, "request_timeout": s["litellm_timeout"],
                              # from the host package (on PYTHONPATH): only served names
                              # may be asked for; sparkstack's request log
-                             "callbacks": ([AUTO_ROUTER] if auto_routes(s, fleet) else [])
+                             "callbacks": ([AUTO_ROUTER] if has_auto(s) else [])
                              + ["sparkstack_host.model_guard.guard"] + (
                                  ["sparkstack_host.request_log.logger"]
                                  if s["request_log"] else [])},
@@ -153,18 +153,22 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
 AUTO_ROUTER = "sparkstack_host.auto_route.router"  # before the guard: it renames "auto"
 
 
+def has_auto(s: HostSettings) -> bool:
+    return len(s.serving_profiles()) < len(s["profiles"])
+
+
 def auto_routes(s: HostSettings, fleet: Fleet) -> dict[str, dict]:
     """The auto profiles as the router in LiteLLM's process reads them (contract's
     auto-routes.json): the names it answers to, the profiles hints may pick, the rules,
     and where this host's classifier model answers."""
     bind = fleet.vllm_bind_address(s) if s.has("vllm") else "127.0.0.1"
     ports = {m["name"]: m["port"] for m in s.models}
+    serving = s.serving_profiles()
     out = {}
     for name, profile in s["profiles"].items():
         if "routes" not in profile:
             continue
         routes = profile["routes"]
-        serving = [p for p, v in s["profiles"].items() if "routes" not in v]
         entry = {"names": [name] + [a for a, target in s["litellm_model_aliases"].items()
                                     if target == name],
                  "default": routes["default"],
