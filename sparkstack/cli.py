@@ -144,7 +144,7 @@ def update(inventory: str, batch: str, limit: tuple[str, ...], yes: bool, force:
 @sparks_option
 @click.option("--limit", multiple=True, help="host name, glob or group (repeatable)")
 @click.option("--since", default="7d", show_default=True, help="e.g. 30m, 12h, 7d, 4w")
-@click.option("--by", type=click.Choice(["profile", "host", "day", "key", "route"]),
+@click.option("--by", type=click.Choice(["profile", "host", "day", "key", "route", "process"]),
               default="profile", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),

@@ -433,6 +433,7 @@ RULES: dict[str, Rule] = {
     "request_log": Rule(boolean, "yes"),
     "request_log_days": Rule(number(1, 3650, "days, from 1 to 3650"), 0),
     "request_log_text": Rule(boolean, "yes"),
+    "litellm_processes": Rule(number(1, 16, "a whole number from 1 to 16"), 0),
     "litellm_num_retries": Rule(number(0, 10, "a whole number from 0 to 10"), 11),
     "litellm_timeout": Rule(number(1, 86400, "seconds, from 1 to 86400"), 0),
     "litellm_cooldown_time": Rule(number(0, 3600, "seconds, from 0 to 3600"), -1),

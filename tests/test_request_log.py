@@ -84,4 +84,55 @@ def test_rows_spooled_by_an_older_litellm_come_back_with_the_new_columns_empty(
     old = [row[0].isoformat(), *row[1:20]]  # the 20 columns before the auto profiles'
     (tmp_path / "request-log.spool").write_text(json.dumps(old) + "\n")
     taken = spool.take()[0]
-    assert len(taken) == len(REQUEST_LOG_COLUMNS) and taken[20:] == ("", "", None)
+    assert len(taken) == len(REQUEST_LOG_COLUMNS) and taken[20:] == ("", "", None, "")
+    # one kept after the auto profiles' columns, before the process's
+    (tmp_path / "request-log.spool").write_text(json.dumps(old + ["code", "rule: x", 2.0])
+                                                + "\n")
+    assert spool.take()[0][20:] == ("code", "rule: x", 2.0, "")
+
+
+def test_each_row_names_the_litellm_process_that_answered(request_log, monkeypatch):
+    from sparkstack_host.contract import REQUEST_LOG_COLUMNS
+    monkeypatch.setattr(request_log, "PROCESS", "2")
+    row = dict(zip(REQUEST_LOG_COLUMNS, request_log.row_from_call(call("k"), "ok", False)))
+    assert row["process"] == "2"
+    failed = request_log.row_failed({"model": "code"}, RuntimeError("x"), "k", "")
+    assert dict(zip(REQUEST_LOG_COLUMNS, failed))["process"] == "2"
+
+
+def test_streams_a_killed_process_left_under_way_are_recorded_as_cut(request_log, tmp_path):
+    import asyncio
+
+    from sparkstack_host.contract import REQUEST_LOG_COLUMNS
+    path = tmp_path / "streams-1.jsonl"
+    journal = request_log.StreamsJournal(str(path))
+    log = request_log.RequestLog()
+    log.streams = journal
+
+    class Key:
+        api_key, key_alias = "litellm_proxy_master_key", None
+
+    async def chunks(n):
+        for i in range(n):
+            yield i
+
+    async def client(request, n, stop_after=None):
+        got = []
+        async for c in log.async_post_call_streaming_iterator_hook(Key(), chunks(n), request):
+            got.append(c)
+            if stop_after is not None and len(got) == stop_after:
+                return got, path.read_text()  # the process "dies" here, mid-stream
+        return got, path.read_text()
+
+    done, text = asyncio.run(client({"litellm_call_id": "a", "model": "fast"}, 3))
+    assert done == [0, 1, 2] and text == ""          # ended: nothing under way
+    _, text = asyncio.run(client({"litellm_call_id": "b", "model": "code"}, 5, stop_after=2))
+    assert '"b"' in text
+    # a request that got no chunk was never under way (the front door re-sends it)
+    asyncio.run(client({"litellm_call_id": "c", "model": "fast"}, 0))
+    path.write_text(text)   # what the killed process left on disk
+    left = request_log.StreamsJournal(str(path)).left_open()
+    rows = [dict(zip(REQUEST_LOG_COLUMNS, request_log.row_cut(s))) for s in left]
+    assert [(r["trace_id"], r["requested"], r["status"], r["final"], r["key_alias"])
+            for r in rows] == [("b", "code", "cut", True, "master key")]
+    assert path.read_text() == ""                     # recorded once

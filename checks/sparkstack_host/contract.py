@@ -24,8 +24,16 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 POSTGRES_UNIT = "postgresql.service"
 # the distribution's template for each cluster (what really runs the server)
 POSTGRES_CLUSTER_UNIT = "postgresql@.service"
-LITELLM_UNIT = "sparkstack-litellm.service"
-LITELLM_SOCKET = "sparkstack-litellm.socket"
+# The front door: nginx on LiteLLM's port, in front of `litellm_processes` LiteLLM
+# processes (one template unit, instances 1..N), each on its own unix socket, and one
+# socket systemd holds for all of them (the queue nginx falls back to while none runs).
+FRONTDOOR_UNIT = "sparkstack-frontdoor.service"
+LITELLM_TEMPLATE = "sparkstack-litellm@.service"
+LITELLM_UNIT_GLOB = "sparkstack-litellm@*.service"
+LITELLM_QUEUE_SOCKET = "sparkstack-litellm-queue.socket"
+LITELLM_MIGRATE_UNIT = "sparkstack-litellm-migrate.service"
+# what a deploy from before the front door left (one LiteLLM on a TCP socket)
+LITELLM_SINGLE_UNITS = ("sparkstack-litellm.service", "sparkstack-litellm.socket")
 ROUTES_UNIT = "sparkstack-litellm-routes.service"
 ROUTES_TIMER = "sparkstack-litellm-routes.timer"
 OPENWEBUI_UNIT = "sparkstack-openwebui.service"
@@ -35,6 +43,26 @@ VLLM_UNIT_GLOB = f"{VLLM_UNIT_PREFIX}*.service"
 
 def vllm_unit(model_name: str) -> str:
     return f"{VLLM_UNIT_PREFIX}{model_name}.service"
+
+
+def litellm_unit(process: int) -> str:
+    """The unit of LiteLLM process `process` (1..litellm_processes)."""
+    return f"sparkstack-litellm@{process}.service"
+
+
+def litellm_units(processes: int) -> list[str]:
+    return [litellm_unit(i) for i in range(1, processes + 1)]
+
+
+def litellm_process_socket(process: int) -> str:
+    """Where LiteLLM process `process` listens (its own runtime folder)."""
+    return f"/run/sparkstack-litellm-{process}/http.sock"
+
+
+LITELLM_QUEUE_PATH = "/run/sparkstack-litellm-queue.sock"
+# What one LiteLLM process holds (RSS measured on the simulated Sparks: about 0.5 GiB
+# with the request log, rounded up): the fit check keeps it from the models.
+LITELLM_PROCESS_GIB = 0.6
 
 
 # --- host program names (console scripts of this package) ------------------------------
@@ -122,10 +150,17 @@ class Layout:
     def pip_constraints(self) -> str:
         return f"{self.install_root}/pip-constraints.txt"
 
+    def request_log_spool(self, process: int | str) -> str:
+        """Rows of one LiteLLM process while PostgreSQL is away (LiteLLM's own disk)."""
+        return f"{self.state_dir('litellm')}/request-log-{process}.spool"
+
+    def streams_journal(self, process: int | str) -> str:
+        """Streams one LiteLLM process has under way: those left when it died were cut."""
+        return f"{self.state_dir('litellm')}/streams-{process}.jsonl"
+
     @property
-    def request_log_spool(self) -> str:
-        """The request log's rows while PostgreSQL is away (LiteLLM's own disk)."""
-        return f"{self.state_dir('litellm')}/request-log.spool"
+    def frontdoor_conf(self) -> str:
+        return f"{self.conf_dir('litellm')}/frontdoor.conf"
 
     @property
     def checkpoints(self) -> str:
@@ -315,6 +350,7 @@ class RoutesPlan:
     backends: dict[str, Backend]
     standby: dict[str, dict]
     drain_timeout: int
+    processes: int = 1   # LiteLLM processes that must each take the routes
     schema: int = ROUTES_SCHEMA
 
     def to_json(self) -> str:
@@ -395,7 +431,9 @@ REQUEST_LOG_COLUMNS = ("at", "trace_id", "final", "key_hash", "key_alias", "requ
                        "served", "served_host", "route", "fallbacks", "input_tokens",
                        "output_tokens", "latency_ms", "ttft_ms", "stream", "status",
                        "error_class", "cost", "prompt", "answer", "auto_profile",
-                       "auto_reason", "auto_ms")
+                       "auto_reason", "auto_ms", "process")
+# what a spool kept by an older LiteLLM lacks at its end: auto_profile .. process
+REQUEST_LOG_LATER_DEFAULTS = ("", "", None, "")
 REQUEST_LOG_DDL = f"""
 CREATE TABLE IF NOT EXISTS {REQUEST_LOG_TABLE} (
     id bigserial PRIMARY KEY, at timestamptz NOT NULL, trace_id text NOT NULL,
@@ -408,10 +446,13 @@ CREATE TABLE IF NOT EXISTS {REQUEST_LOG_TABLE} (
 CREATE INDEX IF NOT EXISTS {REQUEST_LOG_TABLE}_at ON {REQUEST_LOG_TABLE} (at) WHERE final;
 ALTER TABLE {REQUEST_LOG_TABLE} ADD COLUMN IF NOT EXISTS auto_profile text NOT NULL DEFAULT '',
     ADD COLUMN IF NOT EXISTS auto_reason text NOT NULL DEFAULT '',
-    ADD COLUMN IF NOT EXISTS auto_ms real;
+    ADD COLUMN IF NOT EXISTS auto_ms real,
+    ADD COLUMN IF NOT EXISTS process text NOT NULL DEFAULT '';
 """
 # auto_profile: the profile an auto profile picked ('' for a request that named one),
 # auto_reason: why (its layer and rule, never numbers), auto_ms: the classifier's time.
+# process: the LiteLLM process that answered (1..N). status `cut`: a stream under way
+# when its LiteLLM process died (recorded by that process's next start).
 # Rollups of the final rows, kept by the request log's writer in the same transaction as
 # the rows: counts per UTC hour, latency histograms per UTC day; `dim` is profile, host or
 # key, `g` the group's name (as `sparkstack usage --by` shows it).

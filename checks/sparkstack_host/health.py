@@ -24,10 +24,13 @@ import httpx
 import psutil
 
 from . import auto_route, gpu, ready, routes
+from .wait_ready import unix_get
 from .contract import (
     DEFAULT_CONFIG_ROOT,
     HEALTH,
-    LITELLM_UNIT,
+    FRONTDOOR_UNIT,
+    litellm_process_socket,
+    litellm_unit,
     OPENWEBUI_UNIT,
     POSTGRES_UNIT,
     Layout,
@@ -127,7 +130,7 @@ def check_completion(base: str, key: str, profile: str, api: str) -> tuple[bool,
     except httpx.TimeoutException:
         return False, f"no answer within {COMPLETION_SECONDS} s", (
             "the profile's models are busy or its cloud model does not answer: see the "
-            f"vllm rows above and the cloud key; journalctl -u {LITELLM_UNIT} -n 50")
+            f"vllm rows above and the cloud key; journalctl -u 'sparkstack-litellm@*' -n 50")
 
 
 def _completion(base: str, key: str, profile: str, api: str) -> tuple[bool, str, str]:
@@ -144,7 +147,7 @@ def _completion(base: str, key: str, profile: str, api: str) -> tuple[bool, str,
     ok = reply.status_code == 200
     detail = f"answered {reply.status_code}" + ("" if ok else f": {reply.text[:160]}")
     return ok, detail, ("check the profile's local models above and its cloud key; "
-                        f"journalctl -u {LITELLM_UNIT} -n 50")
+                        f"journalctl -u 'sparkstack-litellm@*' -n 50")
 
 
 def check_litellm_ui(base: str, has_database: bool) -> tuple[bool, str, str]:
@@ -157,7 +160,7 @@ def check_litellm_ui(base: str, has_database: bool) -> tuple[bool, str, str]:
     if db == "connected":
         return True, "at /ui, its database connected (sparkstack logins)", ""
     return False, f"/ui cannot log in: LiteLLM's database is {db!r}", (
-        f"journalctl -u {LITELLM_UNIT} | grep -i prisma (its engines download on the first "
+        f"journalctl -u 'sparkstack-litellm@*' | grep -i prisma (its engines download on the first "
         "start and need the internet); sparkstack usage works without it")
 
 
@@ -178,6 +181,19 @@ def check_classifier(name: str, route: dict, key: str | None) -> tuple[bool, str
                    f"{route['default']}"), (
         f"see the vllm {c['model']} row above; a slow one needs a larger budget_ms or a "
         "smaller model")
+
+
+def check_process(process: int) -> tuple[bool, str, str]:
+    """Does LiteLLM process `process` answer on its own socket (behind the front door)?"""
+    unit = litellm_unit(process)
+    try:
+        status, _ = unix_get(litellm_process_socket(process), "/health/liveliness")
+    except OSError as e:
+        return False, f"not answering ({e.strerror or e})", (
+            f"the other processes answer meanwhile; systemctl restart {unit}; "
+            f"journalctl -u {unit} -n 50")
+    return status == 200, f"answers on its socket ({status})", \
+        f"systemctl restart {unit}; journalctl -u {unit} -n 50"
 
 
 def check_routes(layout: Layout) -> tuple[bool, str, str]:
@@ -231,10 +247,14 @@ def run(config_root: str = DEFAULT_CONFIG_ROOT) -> list[dict]:
             jobs.append((f"swap group {group}",
                          lambda members=members: check_group(members, active)))
     if "litellm" in roles:
-        units.append(LITELLM_UNIT)
+        processes = RoutesPlan.from_json(Path(layout.routes_plan).read_text()).processes
+        units += [FRONTDOOR_UNIT, *(litellm_unit(i) for i in range(1, processes + 1))]
         base = manifest.litellm_url
-        jobs.append(("litellm", lambda: check_http(f"{base}/health/liveliness", "liveliness",
-                                                   LITELLM_UNIT)))
+        jobs.append(("litellm", lambda: check_http(f"{base}/health/liveliness",
+                                                   "liveliness (through the front door)",
+                                                   FRONTDOOR_UNIT)))
+        jobs += [(f"litellm process {i}", lambda i=i: check_process(i))
+                 for i in range(1, processes + 1)]
         jobs.append(("litellm routes", lambda: check_routes(layout)))
         env = load_env_file(layout.secrets_env("litellm"))
         master = env["LITELLM_MASTER_KEY"]

@@ -1,20 +1,24 @@
-"""LiteLLM's launcher: serve the proxy on the socket systemd hands over, and take new
-routes without a restart.
+"""LiteLLM's launcher: serve one LiteLLM process of the front door, and take new routes
+without a restart.
 
-    sparkstack-litellm-serve [--graceful SECONDS]   ExecStart (socket activation)
-    sparkstack-litellm-serve --reload PID           ExecReload: apply config.yaml's routes
+    python -m sparkstack_host.litellm_serve --process N [--graceful SECONDS]   ExecStart
+    python -m sparkstack_host.litellm_serve --process N --reload PID           ExecReload
 
-systemd keeps the socket open while LiteLLM restarts, so clients connecting meanwhile
-wait in its queue instead of being refused; a stopping LiteLLM finishes the requests it
-has. On SIGHUP the running proxy re-reads the routes (model list and fallbacks) from
+Process N listens on its own unix socket (`contract.litellm_process_socket`), which the
+front door (nginx) sends requests to: when N is not running, connecting there is
+refused at once and nginx gives the request to another process. It also accepts on
+the queue socket systemd holds for all processes (LITELLM_QUEUE_SOCKET, handed over as
+fd 3), which nginx uses only while no process answers: connections wait there until one
+starts. A stopping LiteLLM closes both, then finishes the requests it has. On SIGHUP the running proxy re-reads the routes (model list and fallbacks) from
 config.yaml into its router, in place: nothing restarts, no connection drops. It then
-records the applied file's sha256 in $RUNTIME_DIRECTORY/applied, which `--reload` waits
+records the applied file's sha256 in `applied_file(N)`, which `--reload` waits
 for, so `systemctl reload` returns once the routes are live. Installed into LiteLLM's
 venv (this package without its extras) and run with its Python; LiteLLM reads its
 config from CONFIG_FILE_PATH.
 """
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -25,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from .contract import LITELLM_SOCKET
+from .contract import LITELLM_QUEUE_SOCKET, litellm_process_socket
 
 SD_LISTEN_FDS_START = 3
 log = logging.getLogger("sparkstack-litellm-serve")
@@ -35,11 +39,12 @@ def config_path() -> Path:
     return Path(os.environ["CONFIG_FILE_PATH"])
 
 
-def applied_file() -> Path:
-    return Path(os.environ.get("RUNTIME_DIRECTORY", "/run/sparkstack-litellm")) / "applied"
+def applied_file(process: int) -> Path:
+    """Beside the process's socket, in its runtime folder (root reads it there)."""
+    return Path(litellm_process_socket(process)).with_name("applied")
 
 
-def apply_routes() -> None:
+def apply_routes(process: int) -> None:
     """Swap the router's deployments and fallbacks for those in config.yaml."""
     import yaml
     from litellm.proxy import proxy_server
@@ -53,7 +58,7 @@ def apply_routes() -> None:
     router.set_model_list(config["model_list"])
     router.update_settings(fallbacks=config.get("router_settings", {}).get("fallbacks", []))
     proxy_server.llm_model_list = router.get_model_list()
-    applied_file().write_text(hashlib.sha256(data).hexdigest() + "\n")
+    applied_file(process).write_text(hashlib.sha256(data).hexdigest() + "\n")
     log.warning("sparkstack-litellm-serve: routes reloaded: %s",
                 ", ".join(sorted({d["model_info"]["id"] for d in router.get_model_list()})))
 
@@ -75,14 +80,14 @@ def keep_tool_schemas() -> None:
                         "passed to vLLM as this release does", name)
 
 
-def try_apply() -> None:
+def try_apply(process: int) -> None:
     try:
-        apply_routes()
+        apply_routes(process)
     except Exception:  # keep serving the old routes; --reload times out and says so
         log.exception("sparkstack-litellm-serve: reloading routes failed")
 
 
-async def apply_when_asked(server, asked: threading.Event) -> None:
+async def apply_when_asked(server, asked: threading.Event, process: int) -> None:
     """Apply routes on the event loop (where requests are routed) once LiteLLM has
     started, then at every SIGHUP."""
     while not server.started and not server.should_exit:
@@ -91,28 +96,47 @@ async def apply_when_asked(server, asked: threading.Event) -> None:
     while not server.should_exit:
         if asked.is_set():
             asked.clear()
-            try_apply()
+            try_apply(process)
         await asyncio.sleep(0.05)
 
 
-async def serve(sock: socket.socket, graceful: int, asked: threading.Event) -> None:
+def own_socket(process: int) -> socket.socket:
+    """Process `process`'s unix socket, for the front door (nginx runs as LiteLLM's user
+    and reaches it through the runtime folder systemd made for this unit)."""
+    path = litellm_process_socket(process)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # left by a killed predecessor
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o660)
+    sock.listen(1024)
+    return sock
+
+
+async def serve(sockets: list[socket.socket], graceful: int, asked: threading.Event,
+                process: int) -> None:
     import uvicorn
 
     config = uvicorn.Config("litellm.proxy.proxy_server:app", server_header=False,
-                            timeout_graceful_shutdown=graceful)
+                            timeout_graceful_shutdown=graceful,
+                            # nginx keeps connections to each process open between
+                            # requests; it closes them first, not this side
+                            timeout_keep_alive=75)
     server = uvicorn.Server(config)
-    applier = asyncio.get_running_loop().create_task(apply_when_asked(server, asked))
-    await server.serve(sockets=[sock])
+    applier = asyncio.get_running_loop().create_task(apply_when_asked(server, asked, process))
+    await server.serve(sockets=sockets)
     applier.cancel()
 
 
-def reload(pid: int, timeout: float = 30) -> int:
-    want = hashlib.sha256(config_path().read_bytes()).hexdigest()
+def reload(pid: int, process: int, config: Path, timeout: float = 30) -> int:
+    """Make LiteLLM process `process` (running as `pid`) apply `config`'s routes, and
+    wait until it has."""
+    want = hashlib.sha256(config.read_bytes()).hexdigest()
     os.kill(pid, signal.SIGHUP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if applied_file().read_text().strip() == want:
+            if applied_file(process).read_text().strip() == want:
                 return 0
         except FileNotFoundError:
             pass
@@ -124,24 +148,25 @@ def reload(pid: int, timeout: float = 30) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="sparkstack-litellm-serve")
+    p.add_argument("--process", type=int, required=True,
+                   help="which of the front door's LiteLLM processes this is (1..N)")
     p.add_argument("--graceful", type=int, default=600,
                    help="seconds a stopping LiteLLM may take to finish its requests")
     p.add_argument("--reload", type=int, metavar="PID",
                    help="make the LiteLLM running as PID apply config.yaml's routes")
     args = p.parse_args()
     if args.reload:
-        return reload(args.reload)
+        return reload(args.reload, args.process, config_path())
     if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
-        print(f"sparkstack-litellm-serve: no socket from systemd; start {LITELLM_SOCKET}",
-              file=sys.stderr)
+        print("sparkstack-litellm-serve: no queue socket from systemd; start "
+              f"{LITELLM_QUEUE_SOCKET}", file=sys.stderr)
         return 2
     # a SIGHUP before LiteLLM has started is kept for later, never fatal
     asked = threading.Event()
     signal.signal(signal.SIGHUP, lambda *_: asked.set())
     keep_tool_schemas()
-    # the family (AF_INET or AF_INET6) is read from the descriptor itself
-    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
-    asyncio.run(serve(sock, args.graceful, asked))
+    queue = socket.socket(fileno=SD_LISTEN_FDS_START)
+    asyncio.run(serve([own_socket(args.process), queue], args.graceful, asked, args.process))
     return 0
 
 

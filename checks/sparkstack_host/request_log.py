@@ -19,6 +19,13 @@ once it answers again; only rows beyond that bound are lost, and counted in Lite
 journal. Prompt and answer text are stored only with SPARKSTACK_REQUEST_LOG_TEXT=1.
 Rows older than SPARKSTACK_REQUEST_LOG_DAYS are pruned hourly. Each batch also updates
 the rollups the usage report reads (`usage_rollups`), in the same transaction.
+
+Each row names the LiteLLM process that answered (SPARKSTACK_LITELLM_PROCESS). A stream
+is noted in that process's journal of streams under way (SPARKSTACK_STREAMS_JOURNAL)
+once its first chunk goes out, and struck off when it ends: what a killed process left
+there are streams its clients saw cut, and its next start records them with status
+`cut`. A request that had received nothing is not in it: the front door gives it to
+another process.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from .auto_route import decision_of
 from .contract import (
     REQUEST_LOG_COLUMNS,
     REQUEST_LOG_DDL,
+    REQUEST_LOG_LATER_DEFAULTS,
     REQUEST_LOG_TABLE,
     USAGE_HOURLY_TABLE,
     USAGE_ROLLUP_DDL,
@@ -83,6 +91,9 @@ def key_alias(hashed: str, alias: str | None) -> str:
     return alias or ("master key" if hashed == MASTER_KEY else "")
 
 
+PROCESS = os.environ.get("SPARKSTACK_LITELLM_PROCESS", "")
+
+
 def auto_columns(d) -> tuple:
     """What an auto profile decided for the request (`d`), if it asked for one."""
     return (d.profile, f"{d.layer}: {d.reason}", d.classifier_ms) if d else ("", "", None)
@@ -118,7 +129,7 @@ def row_from_call(kwargs: dict, status: str, keep_text: bool) -> tuple:
         float(payload.get("response_cost") or 0.0),
         json.dumps(payload.get("messages")) if keep_text else None,
         json.dumps(payload.get("response")) if keep_text else None,
-        *auto_columns(auto),
+        *auto_columns(auto), PROCESS,
     )
 
 
@@ -131,7 +142,58 @@ def row_failed(request: dict, error: Exception, key: str, alias: str) -> tuple:
             (auto and auto.asked) or str(request.get("model") or ""), "", "", "",
             0, 0, 0,
             None, None, bool(request.get("stream")), "error", type(error).__name__, 0.0,
-            None, None, *auto_columns(auto))
+            None, None, *auto_columns(auto), PROCESS)
+
+
+def row_cut(stream: dict) -> tuple:
+    """The final row of a stream its client saw cut: its process died under it."""
+    return (datetime.fromtimestamp(stream["at"], timezone.utc), stream["id"], True,
+            key_hash(stream["key"]), key_alias(stream["key"], stream["alias"]),
+            stream["requested"], "", "", "", 0, 0, 0, None, None, True, "cut",
+            "LiteLLM process died", 0.0, None, None, "", "", None, PROCESS)
+
+
+class StreamsJournal:
+    """Streams under way in this process, on disk (one JSON object per line: a stream
+    when it starts, {"end": id} when it ends), so that its next start knows which ones
+    its death cut."""
+
+    def __init__(self, path: str):
+        self.path = Path(path) if path else None
+        self.open: set[str] = set()
+
+    def started(self, stream: dict) -> None:
+        self._append(stream)
+        self.open.add(stream["id"])
+
+    def ended(self, stream_id: str) -> None:
+        self.open.discard(stream_id)
+        if not self.open and self.path:
+            self.path.write_text("")  # nothing under way: start the file afresh
+        else:
+            self._append({"end": stream_id})
+
+    def _append(self, entry: dict) -> None:
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    def left_open(self) -> list[dict]:
+        """Streams a previous run of this process started and never ended; forgets them."""
+        if not self.path or not self.path.is_file():
+            return []
+        started: dict[str, dict] = {}
+        for line in self.path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # the line the death interrupted
+                continue
+            if "end" in entry:
+                started.pop(entry["end"], None)
+            else:
+                started[entry["id"]] = entry
+        self.path.write_text("")
+        return list(started.values())
 
 
 class Spool:
@@ -164,9 +226,9 @@ class Spool:
         for line in self.path.read_text().splitlines():
             values = json.loads(line)
             values[0] = datetime.fromisoformat(values[0])
-            # kept by an older LiteLLM, before the auto profiles' columns
-            values += ["", "", None][len(values) - len(REQUEST_LOG_COLUMNS):] \
-                if len(values) < len(REQUEST_LOG_COLUMNS) else []
+            # kept by an older LiteLLM, before the columns added since
+            missing = len(REQUEST_LOG_COLUMNS) - len(values)
+            values += list(REQUEST_LOG_LATER_DEFAULTS[-missing:]) if missing > 0 else []
             rows.append(tuple(values))
         return rows
 
@@ -182,7 +244,9 @@ class RequestLog(CustomLogger):
         self.spool = Spool(os.environ.get("SPARKSTACK_REQUEST_LOG_SPOOL", ""))
         self.keep_text = os.environ.get("SPARKSTACK_REQUEST_LOG_TEXT") == "1"
         self.days = int(os.environ.get("SPARKSTACK_REQUEST_LOG_DAYS", "30"))
-        self.waiting: list[tuple] = []
+        self.streams = StreamsJournal(os.environ.get("SPARKSTACK_STREAMS_JOURNAL", ""))
+        # the streams a killed predecessor left under way, recorded once we write
+        self.waiting: list[tuple] = [row_cut(s) for s in self.streams.left_open()]
         self.lost = 0
         self.task: asyncio.Task | None = None
         self.pruned = 0.0
@@ -199,6 +263,35 @@ class RequestLog(CustomLogger):
         self._queue(lambda: row_failed(request_data or {}, original_exception,
                                        getattr(user_api_key_dict, "api_key", "") or "",
                                        getattr(user_api_key_dict, "key_alias", "") or ""))
+
+    async def async_post_call_streaming_iterator_hook(self, user_api_key_dict, response,
+                                                      request_data):
+        """Note the stream in the journal from its first chunk to its end."""
+        stream = None
+        try:
+            async for chunk in response:
+                if stream is None:
+                    stream = self._stream_started(user_api_key_dict, request_data or {})
+                yield chunk
+        finally:
+            if stream:
+                self.streams.ended(stream)
+
+    def _stream_started(self, key, request: dict) -> str | None:
+        try:
+            call_id = request.get("litellm_call_id") or f"stream-{id(request)}"
+            auto = decision_of(call_id)
+            stream = {"id": call_id, "at": time.time(),
+                      "requested": (auto and auto.asked) or str(request.get("model") or ""),
+                      "key": getattr(key, "api_key", "") or "",
+                      "alias": getattr(key, "key_alias", "") or ""}
+            self.streams.started(stream)
+            if self.task is None or self.task.done():  # writes what a predecessor left
+                self.task = asyncio.get_running_loop().create_task(self._writer())
+            return call_id
+        except Exception:  # never fail the stream for its bookkeeping
+            log.exception("request log: a stream could not be noted")
+            return None
 
     def _queue(self, make_row) -> None:
         try:

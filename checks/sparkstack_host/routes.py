@@ -9,10 +9,10 @@ The deploy writes the plan (`routes.json`, `contract.RoutesPlan`: LiteLLM's conf
 every local route, how to probe each backend, and the cloud-only entry of each
 profile). This command probes the backends, writes LiteLLM's `config.yaml` with the
 ready ones only, and with
-`--apply` makes a running LiteLLM take the new routes: `systemctl reload` swaps them in
-place (`litellm_serve`); only if that fails is LiteLLM restarted, on its systemd
-socket, which queues connections instead of refusing them. A drain then waits until
-the model has finished the requests it was given.
+`--apply` makes every running LiteLLM process take the new routes, in place
+(`litellm_serve`), and returns only once each has; a process that fails to is restarted
+(the others answer meanwhile). A drain then waits until the model has finished the
+requests it was given.
 
 It runs in LiteLLM's ExecStartPre (boot: models still loading), in each local vLLM
 unit's ExecStartPost (`--undrain`: the model just became ready) and ExecStop
@@ -40,15 +40,16 @@ import httpx
 from .contract import (
     DEFAULT_CONFIG_ROOT,
     GATE,
-    LITELLM_UNIT,
     Layout,
     RoutesPlan,
     assemble_config,
     load_env_file,
     local_routes,
     read_config_text,
+    litellm_unit,
     render_config,
 )
+from .litellm_serve import reload
 from .ready import probe
 
 
@@ -92,23 +93,32 @@ def _systemctl(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["systemctl", *args], capture_output=True, text=True)
 
 
-def apply_to_litellm() -> str:
-    """Make a running LiteLLM take the new routes: in place (`systemctl reload`), or by a
-    restart if that fails (its socket holds connections meanwhile)."""
-    unit = LITELLM_UNIT
+# a process still loading LiteLLM takes the routes once it has started
+RELOAD_SECONDS = 120
+
+
+def apply_to_litellm(processes: int, config: Path) -> str:
+    """Make every running LiteLLM process take the new routes, one after the other, each
+    confirmed: no process may route to a model being drained once this returns."""
     if _systemctl("is-system-running").stdout.strip() == "stopping":
         return "system is shutting down: LiteLLM left as it is"
-    state = _systemctl("is-active", unit).stdout.strip()
-    if state not in ("active", "activating", "reloading"):
-        return f"{unit} is {state}: it reads the routes when it starts"
-    reloaded = _systemctl("reload", unit)
-    if reloaded.returncode == 0:
-        return f"{unit} reloaded its routes"
-    restarted = _systemctl("try-restart", unit)
-    if restarted.returncode != 0:
-        raise RuntimeError(f"{unit}: reload failed ({reloaded.stderr.strip()}), restart "
-                           f"failed ({restarted.stderr.strip()})")
-    return f"{unit} restarted (reload failed: {reloaded.stderr.strip()})"
+    said = []
+    for process in range(1, processes + 1):
+        unit = litellm_unit(process)
+        shown = _systemctl("show", "-p", "ActiveState", "-p", "MainPID", unit).stdout
+        props = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+        state, pid = props.get("ActiveState", "unknown"), int(props.get("MainPID") or 0)
+        if state not in ("active", "activating", "reloading") or not pid:
+            said.append(f"{process} is {state} (reads them when it starts)")
+        elif reload(pid, process, config, RELOAD_SECONDS) == 0:
+            said.append(f"{process} took them")
+        else:
+            restarted = _systemctl("restart", unit)
+            if restarted.returncode != 0:
+                raise RuntimeError(f"{unit}: did not take the routes and did not restart "
+                                   f"({restarted.stderr.strip()})")
+            said.append(f"{process} restarted (it did not take them)")
+    return "LiteLLM process " + "; ".join(said)
 
 
 def requests_in_engine(url: str, timeout: float = 5) -> float | None:
@@ -184,7 +194,7 @@ def gate(layout: Layout, drain: list[str] = (), undrain: list[str] = (),
     for bid, state in sorted(states.items()):
         log(f"routes: {bid}: {'routed' if state == 'ready' else 'not routed, ' + state}")
     if changed and apply:
-        log(f"routes: config changed; {apply_to_litellm()}")
+        log(f"routes: config changed; {apply_to_litellm(plan.processes, config_path)}")
     elif not changed:
         log("routes: config unchanged")
     for bid in sorted(backends_named(plan, list(drain))):

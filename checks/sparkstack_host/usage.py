@@ -1,6 +1,6 @@
 """What this Spark's LiteLLM answered, from its request log, aggregated in PostgreSQL.
 
-    sparkstack-usage [--config-root DIR] [--since 7d] [--by profile|host|day|key]
+    sparkstack-usage [--config-root DIR] [--since 7d] [--by profile|host|day|key|route|process]
 
 prints one JSON object: per group, the requests (final rows only) answered locally, by
 a fallback (a local profile answered by its cloud model) and by the cloud by design (a

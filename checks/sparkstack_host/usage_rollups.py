@@ -34,6 +34,8 @@ DIMENSIONS = {
     # what an auto profile picked and why; requests that named a profile are direct
     "route": "CASE WHEN auto_profile <> '' THEN requested || ' -> ' || auto_profile || "
              "' (' || auto_reason || ')' ELSE 'direct' END",
+    # which LiteLLM process answered (rows from before the front door name none)
+    "process": "CASE WHEN process <> '' THEN 'litellm ' || process ELSE 'one process' END",
 }
 # Latency histograms count whole milliseconds below 100 ms, then buckets 2% apart named
 # by their centre, so a percentile read from them is within 1% of the exact one.

@@ -1,17 +1,20 @@
 """Wait until a URL answers 200, for a unit's ExecStartPost.
 
-    sparkstack-wait-ready URL [--timeout SECONDS] [--pid PID]
+    sparkstack-wait-ready URL [--timeout SECONDS] [--pid PID] [--unix SOCKET]
 
 The unit then stays "activating" while its service loads and becomes "active" only once
 it serves, so `systemctl start` returns when the service is ready. Exits non-zero when
 the timeout passes, when the service's main process dies first, or, fast, with
 `--own-port`, when another user's process holds the URL's port (the service then cannot
 listen, and a process that does not exit on that would keep the unit "activating" until
-its timeout; a stranger answering 200 there would be taken for the service). Standard
-library only.
+its timeout; a stranger answering 200 there would be taken for the service). With
+`--unix` the URL's path is asked over that unix socket (a LiteLLM process of the front
+door). Standard library only.
 """
 import argparse
+import http.client
 import os
+import socket
 import sys
 import time
 import urllib.error
@@ -40,6 +43,39 @@ def listening_uids(port: int) -> set[int]:
 POLL = 0.1  # seconds between /health probes: the route goes on this soon after the port opens
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (the host part of the URL is only sent as Host)."""
+
+    def __init__(self, path: str, timeout: float = 5):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+def unix_get(path: str, url_path: str, timeout: float = 5) -> tuple[int, bytes]:
+    conn = UnixHTTPConnection(path, timeout)
+    try:
+        conn.request("GET", url_path)
+        reply = conn.getresponse()
+        return reply.status, reply.read()
+    finally:
+        conn.close()
+
+
+def status_of(url: str, unix: str | None) -> int:
+    if unix:
+        return unix_get(unix, urllib.parse.urlsplit(url).path or "/")[0]
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 def held_by_a_stranger(port: int) -> bool:
     """Someone listens on the port, and not as this service's user (which this program,
     its ExecStartPost, runs as)."""
@@ -55,6 +91,7 @@ def main() -> int:
     p.add_argument("--own-port", action="store_true",
                    help="the service listens on the URL's port itself (no socket held by "
                         "systemd): give up when another user's process holds it")
+    p.add_argument("--unix", metavar="SOCKET", help="ask over this unix socket")
     args = p.parse_args()
     deadline = time.monotonic() + args.timeout
     last = "no answer yet"
@@ -79,13 +116,11 @@ def main() -> int:
                 continue
             held_since = None
         try:
-            with urllib.request.urlopen(args.url, timeout=5) as resp:
-                if resp.status == 200:
-                    return 0
-                last = f"HTTP {resp.status}"
-        except urllib.error.HTTPError as e:
-            last = f"HTTP {e.code}"
-        except OSError as e:
+            status = status_of(args.url, args.unix)
+            if status == 200:
+                return 0
+            last = f"HTTP {status}"
+        except (OSError, http.client.HTTPException) as e:
             last = str(getattr(e, "reason", e))
         time.sleep(POLL)
     print(f"sparkstack-wait-ready: {args.url} not ready after {args.timeout:.0f} s ({last})",

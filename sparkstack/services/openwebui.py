@@ -7,7 +7,7 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import operation
-from sparkstack_host.contract import LITELLM_UNIT, OPENWEBUI_UNIT, local_url
+from sparkstack_host.contract import FRONTDOOR_UNIT, OPENWEBUI_UNIT, local_url
 
 from ..host_facts import snapshot
 from ..operations import ensure_dir, put_file
@@ -44,7 +44,7 @@ def deploy(d: Deployment) -> None:
     health = local_url(s["openwebui_bind_address"], s["openwebui_port"])
     activate(svc, OPENWEBUI_UNIT, "openwebui/openwebui.service.j2", "Run Open WebUI",
              restart_on=[venv, env], litellm_url=litellm.url(s),
-             litellm_unit=LITELLM_UNIT, health_url=f"{health}/health")
+             litellm_unit=FRONTDOOR_UNIT, health_url=f"{health}/health")
     sql_file, wanted = f"{svc.conf_dir}/picker.sql", picker_sql(s)
     put_file(name="Write the profiles' names for Open WebUI's picker",
              src=StringIO(wanted), dest=sql_file, mode="644")

@@ -18,7 +18,7 @@ from pyinfra.api import FactBase, QuoteString, StringCommand
 from pyinfra.api.hiddenvalue import HiddenValue
 from pyinfra.api.exceptions import PyinfraError
 from sparkstack_host import fit_inputs
-from sparkstack_host.contract import Manifest, vllm_unit
+from sparkstack_host.contract import LITELLM_PROCESS_GIB, Manifest, vllm_unit
 from sparkstack_host.fit import Memory, estimate
 
 from ...host_facts import Snapshot, module_command
@@ -65,6 +65,13 @@ def held_budgets(s: HostSettings, state: Snapshot, total: int) -> dict[str, int]
         return {}
     return {m.unit: int(m.gpu_memory_utilization * total) for m in recorded.models
             if state.running(m.unit)}
+
+
+def frontdoor_bytes(s: HostSettings) -> int:
+    """What the host's LiteLLM processes hold, kept from the models' memory."""
+    if not s.has("litellm"):
+        return 0
+    return int(s["litellm_processes"] * LITELLM_PROCESS_GIB * 1024**3)
 
 
 def needs_download(s: HostSettings, model: dict) -> bool:
@@ -134,7 +141,8 @@ def check(s: HostSettings, state: Snapshot, starting: list[dict],
         if download.get("error"):
             raise refuse_download(s, m, download["error"], download.get("gated", False))
     memory = Memory.from_meminfo(next(iter(inputs.values()))["meminfo"])
-    held = held_budgets(s, state, memory.total)
+    # the LiteLLM processes' memory is not the models' to take
+    held = {**held_budgets(s, state, memory.total), "litellm": frontdoor_bytes(s)}
     replaced_in_place = any(vllm_unit(m["name"]) in replaced for m in starting)
     after = sum(held.values()) - sum(held.get(u, 0) for u in replaced)  # old ones stopped
     alongside = sum(held.values())                                     # old ones running
@@ -150,6 +158,9 @@ def check(s: HostSettings, state: Snapshot, starting: list[dict],
         budget = memory.budget(m["gpu_memory_utilization"])
         after += budget
         alongside += budget
+    if held["litellm"]:
+        plan.lines.append(f"fit counts {s['litellm_processes']} LiteLLM process(es): "
+                          f"{held['litellm'] / 1024**3:.1f} GiB kept from the models")
     if mbb and replaced:
         plan.mode = MAKE_BEFORE_BREAK
     return plan

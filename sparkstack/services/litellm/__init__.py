@@ -1,5 +1,6 @@
-"""LiteLLM proxy: profiles, claude-* aliases, cloud fallbacks, load balancing, and the
-readiness gate that adds a local route only once its model is ready.
+"""LiteLLM proxy: profiles, claude-* aliases, cloud fallbacks, load balancing, the
+readiness gate that adds a local route only once its model is ready, and the front
+door (`frontdoor`: nginx in front of several LiteLLM processes).
 
 The deploy writes the gate's plan (`routes.json`, `contract.RoutesPlan`); the gate on
 the host (`sparkstack-routes`) writes LiteLLM's config.yaml from it with the ready
@@ -17,9 +18,11 @@ from pyinfra.operations import server
 from sparkstack_host.contract import (
     BACKEND_KEY,
     GATE,
+    LITELLM_QUEUE_PATH,
+    LITELLM_QUEUE_SOCKET,
+    LITELLM_MIGRATE_UNIT,
     LITELLM_SERVE,
-    LITELLM_SOCKET,
-    LITELLM_UNIT,
+    LITELLM_TEMPLATE,
     ROUTES_TIMER,
     ROUTES_UNIT,
     UNIT_DIR,
@@ -28,28 +31,30 @@ from sparkstack_host.contract import (
     assemble_config,
     backend_host,
     local_routes,
+    litellm_unit,
+    litellm_units,
     local_url,
     read_config_text,
     render_auto_routes,
     render_config,
 )
 
-from ..fleet import Fleet
-from ..host_facts import snapshot
-from ..operations import put_file, unit_running
-from ..render import proxy_environment, template
-from ..settings import HostSettings
-from .base import (
+from ...fleet import Fleet
+from ...host_facts import snapshot
+from ...operations import put_file, unit_running
+from ...render import proxy_environment, template
+from ...settings import HostSettings
+from ..base import (
     Deployment,
     ServiceInfo,
     host_package_alone,
     install,
     prepare,
-    run_unit,
     write_secrets,
     write_unit,
 )
-from .postgres import database_url
+from ..postgres import database_url
+from . import frontdoor
 
 
 def cloud_api_key(s: HostSettings) -> str:
@@ -147,7 +152,7 @@ def routes_plan(s: HostSettings, fleet: Fleet) -> RoutesPlan:
         "general_settings": general,
     }
     return RoutesPlan(config=config, backends=backends, standby=standby,
-                      drain_timeout=s["litellm_timeout"])
+                      drain_timeout=s["litellm_timeout"], processes=s["litellm_processes"])
 
 
 AUTO_ROUTER = "sparkstack_host.auto_route.router"  # before the guard: it renames "auto"
@@ -253,29 +258,26 @@ def deploy(d: Deployment) -> None:
                     src=StringIO(render_auto_routes(auto_routes(s, fleet))),
                     dest=layout.auto_routes, user="root", group=svc.user, mode="640")
     gate = layout.host_program(GATE)
-    unit_file = write_unit(svc, LITELLM_UNIT, "litellm/litellm.service.j2", gate=gate,
-                           socket_unit=LITELLM_SOCKET,
+    unit_file = write_unit(svc, LITELLM_TEMPLATE, "litellm/litellm@.service.j2", gate=gate,
                            serve=f"{svc.venv}/bin/python -m {LITELLM_SERVE}",
-                           host_lib=host_lib,
-                           health_url=f"{url(s)}/health/liveliness")
-    # after its service: systemd-analyze verify checks that a socket has one
-    socket_file = put_file(name=f"Write unit {LITELLM_SOCKET}",
-                           src=StringIO(template("litellm/litellm.socket.j2", s=s)),
-                           dest=f"{UNIT_DIR}/{LITELLM_SOCKET}", mode="644")
-    if socket_file.will_change:
-        # the socket takes over the port from a running LiteLLM (or moves it)
-        server.shell(name=f"Stop {LITELLM_UNIT} while its socket changes",
-                     commands=[f"systemctl stop {LITELLM_UNIT}"])
-    unit_running(name="Listen on LiteLLM's socket", unit=LITELLM_SOCKET,
-                 daemon_reload=socket_file.will_change, restarted=socket_file.will_change)
-    run_unit(LITELLM_UNIT, "Run LiteLLM", unit_file, [venv, launcher, env, socket_file, auto],
-             restart=settings_changed(snapshot().content(layout.routes_plan), wanted))
+                           host_lib=host_lib, **frontdoor.process_unit_context(s))
+    socket_file = put_file(name=f"Write unit {LITELLM_QUEUE_SOCKET}",
+                           src=StringIO(template("litellm/litellm-queue.socket.j2", s=s,
+                                                 queue_path=LITELLM_QUEUE_PATH,
+                                                 first_unit=litellm_unit(1))),
+                           dest=f"{UNIT_DIR}/{LITELLM_QUEUE_SOCKET}", mode="644")
+    migrate_file = write_unit(svc, LITELLM_MIGRATE_UNIT, "litellm/litellm-migrate.service.j2",
+                              gate=gate)
+    restart = (settings_changed(snapshot().content(layout.routes_plan), wanted)
+               or any(op.will_change for op in (venv, launcher, env, auto, unit_file)))
+    frontdoor.deploy(svc, restart, [unit_file, socket_file, migrate_file], migrate_file, venv)
     # LiteLLM reads config.yaml, which the gate writes from the plan: new routes are
     # taken in place (systemctl reload); other settings restarted it above
     server.shell(name="Take the new routes plan in place", _if=plan.did_change,
                  commands=[f"{gate} --config-root {layout.config_root} --apply"])
     routes_unit = write_unit(svc, ROUTES_UNIT, "litellm/litellm-routes.service.j2",
-                             gate=gate, litellm_unit=LITELLM_UNIT)
+                             gate=gate,
+                             litellm_unit=" ".join(litellm_units(s["litellm_processes"])))
     timer_file = put_file(name=f"Write unit {ROUTES_TIMER}",
                           src=StringIO(template("litellm/litellm-routes.timer.j2", s=s)),
                           dest=f"{UNIT_DIR}/{ROUTES_TIMER}", mode="644")
@@ -322,6 +324,6 @@ def route_ready_models(d: Deployment) -> None:
 
 
 SERVICE = ServiceInfo(role="litellm", label="LiteLLM", deploy=deploy,
-                      requirements=requirements, units=lambda s: [LITELLM_UNIT],
+                      requirements=requirements, units=frontdoor.units,
                       bind_setting="litellm_bind_address", database="litellm",
                       finish=route_ready_models)
