@@ -20,6 +20,8 @@ class Answer:
     api: str             # openai or anthropic
     who: str             # "MODEL@HOST" for a local model, "cloud" for the cloud
     error: str = ""
+    stream: bool = False
+    begun: bool = False  # a stream had received its first event when it ended or failed
 
 
 def who_answered(text: str) -> str:
@@ -42,17 +44,18 @@ class Traffic:
     stopped or `limit` seconds pass."""
 
     def __init__(self, base_url: str, key: str, profiles: list[str], rate: float = 6.0,
-                 limit: float = 600, by_backend: bool = False):
+                 limit: float = 600, by_backend: bool = False, streams: bool = False):
         """`by_backend`: who answered is the backend LiteLLM names (backend_of), not
-        the stand-ins' text."""
+        the stand-ins' text. `streams`: as many streaming clients again."""
         self.by_backend = by_backend
         self.openai = openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
         self.anthropic = anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0)
         self.answers: list[Answer] = []
         self.done = threading.Event()
         self.limit = limit
-        self.threads = [threading.Thread(target=self._loop, args=(p, api, 2 / rate))
-                        for p in profiles for api in ("openai", "anthropic")]
+        self.threads = [threading.Thread(target=self._loop, args=(p, api, 2 / rate, stream))
+                        for p in profiles for api in ("openai", "anthropic")
+                        for stream in ((False, True) if streams else (False,))]
         self.started = 0.0
 
     def _ask(self, profile: str, api: str) -> str:
@@ -67,15 +70,33 @@ class Traffic:
             text = raw.parse().content[0].text
         return backend_of(raw.headers) if self.by_backend else who_answered(text)
 
-    def _loop(self, profile: str, api: str, interval: float) -> None:
+    def _stream(self, profile: str, api: str, begun: list) -> str:
+        messages = [{"role": "user", "content": "hi"}]
+        text = ""
+        if api == "openai":
+            for chunk in self.openai.chat.completions.create(
+                    model=profile, messages=messages, max_tokens=8, timeout=120, stream=True):
+                begun.append(True)
+                if chunk.choices and chunk.choices[0].delta.content:
+                    text += chunk.choices[0].delta.content
+        else:
+            with self.anthropic.messages.stream(model=profile, messages=messages,
+                                                max_tokens=8, timeout=120) as events:
+                for piece in events.text_stream:
+                    begun.append(True)
+                    text += piece
+        return who_answered(text)
+
+    def _loop(self, profile: str, api: str, interval: float, stream: bool = False) -> None:
         while not self.done.is_set() and time.monotonic() - self.started < self.limit:
-            start = time.monotonic()
+            start, begun = time.monotonic(), []
             try:
-                who, error = self._ask(profile, api), ""
+                who = self._stream(profile, api, begun) if stream else self._ask(profile, api)
+                error = ""
             except Exception as e:  # any failure a client would see
                 who, error = "", repr(e)[:300]
             self.answers.append(Answer(start, time.monotonic() - start, profile, api, who,
-                                       error))
+                                       error, stream, bool(begun)))
             time.sleep(max(0.0, interval - (time.monotonic() - start)))
 
     def __enter__(self) -> "Traffic":
