@@ -92,7 +92,9 @@ async def apply_when_asked(server, asked: threading.Event, process: int) -> None
     started, then at every SIGHUP."""
     while not server.started and not server.should_exit:
         await asyncio.sleep(0.05)
-    asked.set()  # config.yaml may have changed while LiteLLM was loading it
+    try_apply(process)  # config.yaml may have changed while LiteLLM was loading it
+    if server.started:
+        open_for_nginx(process)
     while not server.should_exit:
         if asked.is_set():
             asked.clear()
@@ -100,17 +102,28 @@ async def apply_when_asked(server, asked: threading.Event, process: int) -> None
         await asyncio.sleep(0.05)
 
 
+def starting_path(process: int) -> str:
+    return litellm_process_socket(process) + ".starting"
+
+
 def own_socket(process: int) -> socket.socket:
     """Process `process`'s unix socket, for the front door (nginx runs as LiteLLM's user
-    and reaches it through the runtime folder systemd made for this unit)."""
-    path = litellm_process_socket(process)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)  # left by a killed predecessor
+    and reaches it through the runtime folder systemd made for this unit). It is bound
+    under another name and given its own once LiteLLM has started (`open_for_nginx`):
+    before that nginx would connect and wait out LiteLLM's start instead of trying the
+    next process."""
+    for path in (litellm_process_socket(process), starting_path(process)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # left by a killed predecessor
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
-    os.chmod(path, 0o660)
+    sock.bind(starting_path(process))
+    os.chmod(starting_path(process), 0o660)
     sock.listen(1024)
     return sock
+
+
+def open_for_nginx(process: int) -> None:
+    os.rename(starting_path(process), litellm_process_socket(process))
 
 
 async def serve(sockets: list[socket.socket], graceful: int, asked: threading.Event,

@@ -153,7 +153,7 @@ def test_kill_9_of_every_process_fails_no_request(spark):
 def test_a_settings_change_restarts_the_processes_one_at_a_time(spark):
     normal = normal_time(spark)
     pids = (spark.main_pid(1), spark.main_pid(2))
-    spark.write(litellm_num_retries=2)
+    spark.write(litellm_num_retries=spark.settings.get("litellm_num_retries", 1) + 1)
     with spark.traffic() as traffic:
         result = spark.deploy()
     assert result.returncode == 0, result.output[-3000:]
