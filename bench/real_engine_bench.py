@@ -41,7 +41,7 @@ def journal_times(host, since: float) -> dict[str, float]:
     the route."""
     marks = {"start": (UNIT, r"Starting sparkstack-vllm-tiny-chat"),
              "answering": (UNIT, r"Application startup complete"),
-             "routed": ("sparkstack-litellm.service", r"routes reloaded: .*fast@" + HOST)}
+             "routed": ("sparkstack-litellm@1.service", r"routes reloaded: .*fast@" + HOST)}
     found: dict[str, float] = {}
     for name, (unit, pattern) in marks.items():
         text = ssh(host, f"journalctl -o short-unix --no-pager --since @{since:.3f} "

@@ -29,6 +29,7 @@ from .contract import (
     DEFAULT_CONFIG_ROOT,
     HEALTH,
     FRONTDOOR_UNIT,
+    LITELLM_UNIT_GLOB,
     litellm_process_socket,
     litellm_unit,
     OPENWEBUI_UNIT,
@@ -130,7 +131,7 @@ def check_completion(base: str, key: str, profile: str, api: str) -> tuple[bool,
     except httpx.TimeoutException:
         return False, f"no answer within {COMPLETION_SECONDS} s", (
             "the profile's models are busy or its cloud model does not answer: see the "
-            f"vllm rows above and the cloud key; journalctl -u 'sparkstack-litellm@*' -n 50")
+            f"vllm rows above and the cloud key; journalctl -u '{LITELLM_UNIT_GLOB}' -n 50")
 
 
 def _completion(base: str, key: str, profile: str, api: str) -> tuple[bool, str, str]:
@@ -147,7 +148,7 @@ def _completion(base: str, key: str, profile: str, api: str) -> tuple[bool, str,
     ok = reply.status_code == 200
     detail = f"answered {reply.status_code}" + ("" if ok else f": {reply.text[:160]}")
     return ok, detail, ("check the profile's local models above and its cloud key; "
-                        f"journalctl -u 'sparkstack-litellm@*' -n 50")
+                        f"journalctl -u '{LITELLM_UNIT_GLOB}' -n 50")
 
 
 def check_litellm_ui(base: str, has_database: bool) -> tuple[bool, str, str]:
@@ -160,8 +161,8 @@ def check_litellm_ui(base: str, has_database: bool) -> tuple[bool, str, str]:
     if db == "connected":
         return True, "at /ui, its database connected (sparkstack logins)", ""
     return False, f"/ui cannot log in: LiteLLM's database is {db!r}", (
-        f"journalctl -u 'sparkstack-litellm@*' | grep -i prisma (its engines download on the first "
-        "start and need the internet); sparkstack usage works without it")
+        f"journalctl -u '{LITELLM_UNIT_GLOB}' | grep -i prisma (its engines download on "
+        "the first start and need the internet); sparkstack usage works without it")
 
 
 def check_classifier(name: str, route: dict, key: str | None) -> tuple[bool, str, str]:

@@ -14,7 +14,8 @@ answers in text.
 Behaviour knobs (environment, set through the deploy's documented vLLM environment
 setting): VLLM_STANDIN_LOAD_SECONDS (default 2), VLLM_STANDIN_FAIL=1 (exit with an
 error after loading, like an engine that fails to start), VLLM_STANDIN_NEVER_READY=1
-(keep loading forever).
+(keep loading forever), VLLM_STANDIN_CHUNK_SECONDS (pause before each streamed word,
+default 0: a long stream).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class StandinState:
         self.running = 0
         self.total = 0
         self.lock = threading.Lock()
+        self.chunk_seconds = float(os.environ.get("VLLM_STANDIN_CHUNK_SECONDS", "0"))
 
 
 def standin_version() -> str:
@@ -256,6 +258,7 @@ def make_handler(state: StandinState):
                 chunk({"tool_calls": [{"index": 0, **call}]})
             else:
                 for word in text.split(" "):
+                    time.sleep(state.chunk_seconds)
                     chunk({"content": word + " "})
             chunk({}, finish)
             if (req.get("stream_options") or {}).get("include_usage"):

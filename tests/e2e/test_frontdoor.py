@@ -12,12 +12,18 @@ import time
 import openai
 import pytest
 
+from sparkstack.settings import load_defaults
 from sparkstack.simulated import fleet
 from sparkstack.simulated.fleet import ssh
 from tests.e2e.conftest import SimFleet
 from tests.e2e.traffic import Traffic
 
 pytestmark = pytest.mark.e2e
+MODELS = [{"name": "qwen3-4b", "model": "Qwen/Qwen3-4B-Instruct-2507", "port": 8000,
+           "gpu_memory_utilization": 0.15, "max_model_len": 32768},
+          {"name": "qwen3-coder-30b", "model": "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8",
+           "port": 8001, "gpu_memory_utilization": 0.45, "max_model_len": 65536,
+           "tool_call_parser": "qwen3_coder"}]
 
 
 class Spark(SimFleet):
@@ -28,11 +34,17 @@ class Spark(SimFleet):
         self.write()
         self.base = f"http://{self.host.address}:4000"
 
-    def write(self, **group) -> None:
+    def write(self, slow: bool = False, **group) -> None:
         self.settings.update(group)
-        self.write_hosts(self.settings, {"spark9": {
-            "roles": ["postgres", "vllm", "litellm"],
-            "litellm_bind_address": self.host.address}})
+        host = {"roles": ["postgres", "vllm", "litellm"],
+                "litellm_bind_address": self.host.address}
+        if slow:  # a third model whose streams take seconds (the stand-in's knob)
+            host["models"] = [*MODELS, {
+                "name": "slow", "model": "Qwen/Qwen3-4B-Instruct-2507", "port": 8002,
+                "gpu_memory_utilization": 0.1, "max_model_len": 4096,
+                "environment": {"VLLM_STANDIN_CHUNK_SECONDS": "0.5"}}]
+            host["profiles"] = {**load_defaults()["profiles"], "slow": {"local": ["slow"]}}
+        self.write_hosts(self.settings, {"spark9": host})
 
     def sql(self, query: str) -> str:
         return self.psql(self.host, query)
@@ -160,3 +172,67 @@ def test_a_settings_change_restarts_the_processes_one_at_a_time(spark):
     figures = judge(traffic, normal, "settings change (rolling restart)")
     assert figures["longest_s"] <= normal + 1
     assert spark.main_pid(1) not in pids and spark.main_pid(2) not in pids
+
+
+def test_a_litellm_upgrade_through_update_fails_no_request(spark):
+    normal = normal_time(spark)
+    spark.write(litellm_version="1.103.1")
+    with spark.traffic() as traffic:
+        result = spark.sparkstack("update", "--yes", timeout=1200)
+    assert result.returncode == 0, result.stdout[-4000:]
+    figures = judge(traffic, normal, "LiteLLM upgrade through sparkstack update")
+    assert figures["longest_s"] <= normal + 1
+    version = ssh(spark.host, "/opt/sparkstack/litellm/current/bin/python -c 'import "
+                              "importlib.metadata as m; print(m.version(\"litellm\"))'")
+    assert version.stdout.strip() == "1.103.1"
+    spark.both_answer()
+
+
+def test_after_a_reboot_the_front_door_and_both_processes_serve(spark):
+    with spark.traffic() as traffic:
+        time.sleep(1)
+        down = time.monotonic()
+        spark.host = fleet.reboot(spark.host)
+        spark.hosts = [spark.host]
+        spark.both_answer(timeout=300)
+        back = time.monotonic()
+        time.sleep(3)
+    # while the Spark itself is down nothing on it can answer: what clients sent then
+    # failed to connect; once it is up, none fails
+    answered = [a for a in traffic.answers if not a.error]
+    first_back = min(a.at + a.seconds for a in answered if a.at > down)
+    print("front door:", json.dumps({"what": "reboot", "down_to_first_answer_s":
+                                     round(first_back - down, 1),
+                                     "down_to_both_processes_s": round(back - down, 1)}))
+    assert [a for a in traffic.answers if a.error and a.at > back] == []
+    assert len([a for a in answered if a.at > back]) > 20
+
+
+def test_a_stream_cut_by_its_process_dying_is_logged_as_cut(spark):
+    spark.write(slow=True)
+    assert spark.deploy().returncode == 0
+    key = spark.master_key("spark9")
+    client = openai.OpenAI(base_url=f"{spark.base}/v1", api_key=key, max_retries=0)
+    stream = client.chat.completions.create(
+        model="slow", stream=True, max_tokens=64, timeout=60,
+        messages=[{"role": "user", "content": "hi"}])
+    chunks = iter(stream)
+    next(chunks)  # under way: the client has its first event
+    # the process serving it has it in its journal of streams under way
+    holder = ssh(spark.host, "grep -l . /var/lib/sparkstack/litellm/streams-*.jsonl").stdout
+    process = int(holder.strip().rsplit("-", 1)[1].split(".")[0])
+    ssh(spark.host, f"kill -9 {spark.main_pid(process)}")
+    with pytest.raises(Exception):
+        list(chunks)
+    spark.both_answer()
+    with spark.traffic() as traffic:  # the restarted process writes the row with the next
+        time.sleep(3)
+    assert traffic.failures() == []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        cut = spark.sql("SELECT requested, process, stream, final, error_class FROM "
+                        "sparkstack_requests WHERE status = 'cut'")
+        if cut:
+            break
+        time.sleep(1)
+    assert cut == f"slow|{process}|t|t|LiteLLM process died", cut

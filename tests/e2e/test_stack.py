@@ -40,7 +40,8 @@ from tests.e2e.helpers import PYINFRA, REPO, Tunnel, checkout_copy, run_deploy, 
 pytestmark = pytest.mark.e2e
 
 VLLM_UNITS = ["sparkstack-vllm-qwen3-4b.service", "sparkstack-vllm-qwen3-coder-30b.service"]
-UNITS = ["postgresql.service", *VLLM_UNITS, "sparkstack-litellm.service",
+LITELLM_UNITS = ["sparkstack-litellm@1.service", "sparkstack-litellm@2.service"]
+UNITS = ["postgresql.service", *VLLM_UNITS, *LITELLM_UNITS, "sparkstack-frontdoor.service",
          "sparkstack-openwebui.service"]
 LOCAL_PROFILES = {"fast": "qwen3-4b", "expert": "qwen3-coder-30b", "code": "qwen3-coder-30b"}
 LAYOUT = Layout(install_root="/srv/sparkstack/opt", config_root="/srv/sparkstack/etc",
@@ -309,12 +310,13 @@ def test_units_are_sandboxed_and_write_only_their_own_state(stack):
     cluster = ssh(host, "systemctl list-units --plain --no-legend 'postgresql@*' | "
                         "cut -d' ' -f1").stdout.split()
     assert len(cluster) == 1, cluster
-    limits = {"sparkstack-litellm.service": 2.5, "sparkstack-openwebui.service": 2.5,
+    limits = {"sparkstack-litellm@1.service": 2.5, "sparkstack-openwebui.service": 2.5,
+              "sparkstack-frontdoor.service": 2.5,
               "sparkstack-litellm-routes.service": 2.5, cluster[0]: 5.0,
               **{unit: 4.5 for unit in VLLM_UNITS}}
     found = {unit: exposure(host, unit) for unit in limits}
     assert {u: e for u, e in found.items() if e > limits[u]} == {}, found
-    for unit, service in (("sparkstack-litellm.service", "litellm"),
+    for unit, service in (("sparkstack-litellm@1.service", "litellm"),
                           ("sparkstack-openwebui.service", "openwebui"),
                           (VLLM_UNITS[0], "vllm")):
         show = ssh(host, f"systemctl show -p ProtectSystem -p ReadWritePaths {unit}").stdout
@@ -396,7 +398,7 @@ def test_a_changed_host_package_is_reinstalled_and_restarts_only_litellm(stack):
                          env={**os.environ, "PYTHONPATH": str(newer)},
                          capture_output=True, text=True).stdout.strip()
     assert new != old
-    unit = ssh(host, "systemctl cat sparkstack-litellm.service").stdout
+    unit = ssh(host, "systemctl cat sparkstack-litellm@1.service").stdout
     assert LAYOUT.host_lib(new) in unit and LAYOUT.host_lib(old) not in unit
     installed = ssh(host, f"{LAYOUT.host_venv}/bin/pip show sparkstack-host >/dev/null "
                           f"&& grep -c 'a change of the host package' "
@@ -404,7 +406,7 @@ def test_a_changed_host_package_is_reinstalled_and_restarts_only_litellm(stack):
                           "sparkstack_host/__init__.py").stdout.strip()
     assert installed == "1"
     after = unit_starts(host, UNITS)
-    assert {u for u in UNITS if after[u] != before[u]} == {"sparkstack-litellm.service"}
+    assert {u for u in UNITS if after[u] != before[u]} == set(LITELLM_UNITS)
     assert run_deploy(stack.inventory).returncode == 0
     assert run_deploy(stack.inventory).grand_total()["changed"] == "-"
 
@@ -444,7 +446,7 @@ def test_changing_litellm_settings_restarts_only_litellm(stack):
     result = run_deploy(stack.inventory)
     assert result.returncode == 0, result.output[-3000:]
     after = unit_starts(host, UNITS)
-    assert {u for u in UNITS if after[u] != before[u]} == {"sparkstack-litellm.service"}
+    assert {u for u in UNITS if after[u] != before[u]} == set(LITELLM_UNITS)
 
 
 def test_health_checks_every_profile_in_both_formats(stack):
@@ -509,7 +511,7 @@ def test_readiness_gate_moves_a_reloading_model_to_the_cloud_and_back_without_a_
                                        json.loads(config)["model_list"]})
             time.sleep(0.3)
 
-    litellm_started = unit_starts(stack.hosts[0], ["sparkstack-litellm.service"])
+    litellm_started = unit_starts(stack.hosts[0], LITELLM_UNITS)
     sender = threading.Thread(target=traffic)
     watcher = threading.Thread(target=watch_routes)
     sender.start()
@@ -532,7 +534,7 @@ def test_readiness_gate_moves_a_reloading_model_to_the_cloud_and_back_without_a_
     assert result.returncode == 0, result.output[-3000:]
     assert failures == []
     # the routes changed in place: LiteLLM never restarted
-    assert unit_starts(stack.hosts[0], ["sparkstack-litellm.service"]) == litellm_started
+    assert unit_starts(stack.hosts[0], LITELLM_UNITS) == litellm_started
     who = [a.split("@")[0].split(":")[0] for a, _ in answers]
     assert "cloud-standin" in who and who[0] == who[-1] == "standin", who
     first_cloud, last_cloud = who.index("cloud-standin"), len(who) - 1 - who[::-1].index(

@@ -159,7 +159,7 @@ def test_rows_wait_on_disk_while_postgres_restarts_and_none_is_lost(spark):
     try:
         with spark.traffic(spark.host, ["fast"], rate=4) as traffic:
             time.sleep(8)
-        journal = ssh(spark.host, "journalctl -u sparkstack-litellm.service --no-pager "
+        journal = ssh(spark.host, "journalctl -u 'sparkstack-litellm@*' --no-pager "
                                   "-o cat | grep 'request log:' | tail -3").stdout
         assert "kept on disk until it answers" in journal and "lost" not in journal, journal
     finally:
@@ -168,7 +168,7 @@ def test_rows_wait_on_disk_while_postgres_restarts_and_none_is_lost(spark):
     wait_for_rows(spark, before + len(traffic.answers), timeout=30)
     assert int(spark.sql("SELECT count(*) FROM sparkstack_requests WHERE final")) == \
         before + len(traffic.answers)
-    journal = ssh(spark.host, "journalctl -u sparkstack-litellm.service --no-pager -o cat "
+    journal = ssh(spark.host, "journalctl -u 'sparkstack-litellm@*' --no-pager -o cat "
                               "| grep 'request log:' | tail -1").stdout
     assert "kept while PostgreSQL was away are written" in journal
 
