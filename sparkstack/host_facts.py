@@ -46,7 +46,8 @@ class HostState(FactBase):
         return json.loads("\n".join(output))
 
 
-PACKAGES = ("python3-venv", "sudo", "postgresql")
+WANTS_DIR = "multi-user.target.wants"
+PACKAGES = ("python3-venv", "sudo", "postgresql", "nginx")
 
 
 def watched(s: HostSettings) -> tuple[list[str], list[str]]:
@@ -64,7 +65,9 @@ def watched(s: HostSettings) -> tuple[list[str], list[str]]:
               f"{UNIT_DIR}/{POSTGRES_CLUSTER_UNIT}.d/sparkstack-*"]
     stat_only = [layout.install_root, layout.config_root, layout.state_root,
                  f"{layout.state_root}/*", f"{layout.state_root}/*/*",
-                 f"{layout.state_root}/*/cache/*"]
+                 f"{layout.state_root}/*/cache/*",
+                 # template instances (LiteLLM's processes) are enabled by these links
+                 f"{UNIT_DIR}/{WANTS_DIR}/sparkstack-*"]
     return hashed, stat_only
 
 

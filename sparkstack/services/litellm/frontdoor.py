@@ -35,7 +35,7 @@ from sparkstack_host.contract import (
     litellm_units,
 )
 
-from ...host_facts import snapshot
+from ...host_facts import WANTS_DIR, snapshot
 from ...operations import deb_packages, put_file, unit_running
 from ...render import template
 from ...settings import HostSettings
@@ -96,7 +96,7 @@ def processes_running(count: int, restart: bool, daemon_reload: bool):
         elif restart:
             yield f"systemctl restart {unit} || {journal_on_failure(unit)}"
             changed = True
-        elif not state.enabled(unit):
+        elif not state.file(f"{UNIT_DIR}/{WANTS_DIR}/{unit}"):
             yield f"systemctl enable --quiet {unit}"
             changed = True
     for unit in extra:

@@ -1,0 +1,150 @@
+"""The front door's parts that need no host: nginx's config, the process units, the
+memory the processes keep from the models, the gate making every process take new
+routes, and the readiness wait over a process's unix socket."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from sparkstack.render import template
+from sparkstack.services.litellm import frontdoor
+from sparkstack.settings import validate_inventory
+
+
+def host(**settings):
+    return validate_inventory({"spark1": {"secrets_dir": "/nonexistent", **settings}})[0]
+
+
+def test_nginx_sends_to_each_process_then_to_the_queue_and_retries_only_unanswered():
+    conf = frontdoor.render_conf(host(litellm_processes=3, litellm_timeout=120))
+    servers = [line.split()[1] for line in conf.splitlines()
+               if line.strip().startswith("server unix:")]
+    assert servers == [f"unix:/run/sparkstack-litellm-{i}/http.sock" for i in (1, 2, 3)] + \
+        ["unix:/run/sparkstack-litellm-queue.sock"]
+    assert "server unix:/run/sparkstack-litellm-queue.sock backup;" in conf
+    assert "proxy_next_upstream error non_idempotent;" in conf  # never a timeout or 5xx
+    assert "proxy_buffering off;" in conf and "proxy_request_buffering on;" in conf
+    assert "proxy_read_timeout 150s;" in conf
+    assert "listen 127.0.0.1:4000 backlog=4096;" in conf
+
+
+def test_nginx_listens_where_litellm_was_asked_to():
+    assert frontdoor.listen(host(litellm_bind_address="::1", litellm_port=4100)) == \
+        "[::1]:4100"
+    assert frontdoor.listen(host(litellm_bind_address="0.0.0.0")) == "0.0.0.0:4000"
+
+
+def test_the_processes_share_one_queue_socket_that_stays_non_blocking():
+    s = host()
+    unit = template("litellm/litellm@.service.j2", s=s, layout=s.layout, venv="/v",
+                    state_dir="/st", secrets_env="/e", wait_ready="/w", gate="/g",
+                    serve="/v/bin/python -m x", host_lib="/lib",
+                    **frontdoor.process_unit_context(s))
+    assert "Sockets=sparkstack-litellm-queue.socket" in unit
+    assert "RuntimeDirectory=sparkstack-litellm-%i" in unit
+    assert "--process %i" in unit and "Environment=SPARKSTACK_LITELLM_PROCESS=%i" in unit
+    assert "--unix /run/sparkstack-litellm-%i/http.sock" in unit
+    assert "request-log-%i.spool" in unit and "streams-%i.jsonl" in unit
+    socket_unit = template("litellm/litellm-queue.socket.j2", s=s,
+                           queue_path="/run/q.sock", first_unit="sparkstack-litellm@1.service")
+    # systemd applies NonBlocking= at each process start to the socket all share
+    assert "NonBlocking=true" in socket_unit
+
+
+def test_the_processes_memory_is_kept_from_the_models(tmp_path, monkeypatch):
+    from pyinfra.api.exceptions import PyinfraError
+
+    from sparkstack.host_facts import Snapshot
+    from sparkstack.services.vllm import fit
+    total_kib = 128 * 1024 * 1024
+    meminfo = f"MemTotal: {total_kib} kB\nMemFree: {total_kib} kB\n" \
+              f"MemAvailable: {total_kib} kB\n"
+    monkeypatch.setattr(fit, "_inputs", lambda s, m: {
+        "meminfo": meminfo, "download": {}, "unknown": "not read in this test"})
+    state = Snapshot({"files": {}, "contents": {}, "units": {}, "users": {},
+                      "packages": []}, [])
+    models = [{"name": "qwen3-4b", "model": "org/a", "port": 8000,
+               "gpu_memory_utilization": 0.5},
+              {"name": "qwen3-coder-30b", "model": "org/b", "port": 8001,
+               "gpu_memory_utilization": 0.44}]
+
+    def plan(**settings):
+        s = validate_inventory({"spark1": {"secrets_dir": str(tmp_path), "models": models,
+                                           **settings}})[0]
+        return fit.check(s, state, s.models, [])
+
+    # 0.95 x 128 GiB = 121.6 GiB for models, which take 120.3: 2 processes (1.2 GiB)
+    # leave room for them, 16 processes (9.6 GiB) do not
+    assert "2 LiteLLM process(es): 1.2 GiB kept" in plan(litellm_processes=2).lines[-1]
+    with pytest.raises(PyinfraError, match="qwen3-coder-30b .* does not fit"):
+        plan(litellm_processes=16)
+    assert all("fits" in line for line in plan(litellm_processes=16,
+                                                roles=["vllm"]).lines)
+
+
+def test_the_gate_has_every_running_process_take_the_routes(monkeypatch, tmp_path):
+    from sparkstack_host import routes
+    states = {"sparkstack-litellm@1.service": ("active", 101),
+              "sparkstack-litellm@2.service": ("activating", 102),
+              "sparkstack-litellm@3.service": ("failed", 0)}
+    ran: list[tuple] = []
+
+    def systemctl(*args):
+        ran.append(args)
+        if args[0] == "show":
+            state, pid = states[args[-1]]
+            return subprocess.CompletedProcess(args, 0, f"ActiveState={state}\nMainPID={pid}\n")
+        return subprocess.CompletedProcess(args, 0, "running\n", "")
+
+    took = []
+    monkeypatch.setattr(routes, "_systemctl", systemctl)
+    monkeypatch.setattr(routes, "reload", lambda pid, process, config, timeout:
+                        took.append((pid, process)) or (1 if pid == 102 else 0))
+    said = routes.apply_to_litellm(3, tmp_path / "config.yaml")
+    assert took == [(101, 1), (102, 2)]          # one after the other, each confirmed
+    assert ("restart", "sparkstack-litellm@2.service") in ran   # did not take them
+    assert "3 is failed (reads them when it starts)" in said
+
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health/liveliness" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_wait_ready_asks_over_a_unix_socket(tmp_path):
+    path = str(tmp_path / "http.sock")
+
+    class UnixServer(http.server.HTTPServer):
+        address_family = socket.AF_UNIX
+
+        def server_bind(self):
+            self.socket.bind(self.server_address)
+
+        def get_request(self):
+            conn, _ = self.socket.accept()
+            return conn, ("local", 0)
+
+    server = UnixServer(path, Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run = [sys.executable, "-m", "sparkstack_host.wait_ready",
+               "http://localhost/health/liveliness", "--timeout", "5", "--unix"]
+        assert subprocess.run([*run, path], capture_output=True).returncode == 0
+        missing = subprocess.run([*run[:-3], "--timeout", "1", "--unix",
+                                  str(Path(tmp_path) / "none.sock")],
+                                 capture_output=True, text=True)
+        assert missing.returncode == 1 and "not ready after 1 s" in missing.stderr
+    finally:
+        server.shutdown()
