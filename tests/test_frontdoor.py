@@ -51,11 +51,12 @@ def test_the_processes_share_one_queue_socket_that_stays_non_blocking():
     assert "RuntimeDirectory=sparkstack-litellm-%i" in unit
     assert "--process %i" in unit and "Environment=SPARKSTACK_LITELLM_PROCESS=%i" in unit
     assert "--unix /run/sparkstack-litellm-%i/http.sock" in unit
+    # systemd applies NonBlocking= at each process start to the socket all share
+    assert "NonBlocking=true" in unit
     assert "request-log-%i.spool" in unit and "streams-%i.jsonl" in unit
     socket_unit = template("litellm/litellm-queue.socket.j2", s=s,
                            queue_path="/run/q.sock", first_unit="sparkstack-litellm@1.service")
-    # systemd applies NonBlocking= at each process start to the socket all share
-    assert "NonBlocking=true" in socket_unit
+    assert "ListenStream=/run/q.sock" in socket_unit and "SocketMode=0660" in socket_unit
 
 
 def test_the_processes_memory_is_kept_from_the_models(tmp_path, monkeypatch):

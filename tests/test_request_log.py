@@ -128,8 +128,11 @@ def test_streams_a_killed_process_left_under_way_are_recorded_as_cut(request_log
     assert done == [0, 1, 2] and text == ""          # ended: nothing under way
     _, text = asyncio.run(client({"litellm_call_id": "b", "model": "code"}, 5, stop_after=2))
     assert '"b"' in text
-    # a request that got no chunk was never under way (the front door re-sends it)
-    asyncio.run(client({"litellm_call_id": "c", "model": "fast"}, 0))
+    # one whose first chunk was taken but not yet sent was never under way (LiteLLM
+    # takes the first chunk before it answers; the front door re-sends such a request)
+    _, text_c = asyncio.run(client({"litellm_call_id": "c", "model": "fast"}, 5,
+                                   stop_after=1))
+    assert '"c"' not in text_c
     path.write_text(text)   # what the killed process left on disk
     left = request_log.StreamsJournal(str(path)).left_open()
     rows = [dict(zip(REQUEST_LOG_COLUMNS, request_log.row_cut(s))) for s in left]

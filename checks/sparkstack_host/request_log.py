@@ -22,7 +22,7 @@ the rollups the usage report reads (`usage_rollups`), in the same transaction.
 
 Each row names the LiteLLM process that answered (SPARKSTACK_LITELLM_PROCESS). A stream
 is noted in that process's journal of streams under way (SPARKSTACK_STREAMS_JOURNAL)
-once its first chunk goes out, and struck off when it ends: what a killed process left
+once its answer has begun (its first chunk has gone out), and struck off when it ends: what a killed process left
 there are streams its clients saw cut, and its next start records them with status
 `cut`. A request that had received nothing is not in it: the front door gives it to
 another process.
@@ -266,13 +266,15 @@ class RequestLog(CustomLogger):
 
     async def async_post_call_streaming_iterator_hook(self, user_api_key_dict, response,
                                                       request_data):
-        """Note the stream in the journal from its first chunk to its end."""
+        """Note the stream in the journal from the moment its first chunk has gone out
+        (LiteLLM takes the first chunk before it answers, and only when the next one is
+        asked for has the answer been sent) to its end."""
         stream = None
         try:
             async for chunk in response:
+                yield chunk
                 if stream is None:
                     stream = self._stream_started(user_api_key_dict, request_data or {})
-                yield chunk
         finally:
             if stream:
                 self.streams.ended(stream)
@@ -286,7 +288,8 @@ class RequestLog(CustomLogger):
                       "key": getattr(key, "api_key", "") or "",
                       "alias": getattr(key, "key_alias", "") or ""}
             self.streams.started(stream)
-            if self.task is None or self.task.done():  # writes what a predecessor left
+            if self.waiting and (self.task is None or self.task.done()):
+                # the rows of streams a killed predecessor left: written now
                 self.task = asyncio.get_running_loop().create_task(self._writer())
             return call_id
         except Exception:  # never fail the stream for its bookkeeping

@@ -221,7 +221,12 @@ def test_a_stream_cut_by_its_process_dying_is_logged_as_cut(spark):
     chunks = iter(stream)
     next(chunks)  # under way: the client has its first event
     # the process serving it has it in its journal of streams under way
-    holder = ssh(spark.host, "grep -l . /var/lib/sparkstack/litellm/streams-*.jsonl").stdout
+    for _ in range(50):
+        holder = ssh(spark.host, "grep -l . /var/lib/sparkstack/litellm/streams-*.jsonl",
+                     check=False).stdout
+        if holder.strip():
+            break
+        time.sleep(0.1)
     process = int(holder.strip().rsplit("-", 1)[1].split(".")[0])
     ssh(spark.host, f"kill -9 {spark.main_pid(process)}")
     with pytest.raises(Exception):
@@ -234,6 +239,7 @@ def test_a_stream_cut_by_its_process_dying_is_logged_as_cut(spark):
     while time.monotonic() < deadline:
         cut = spark.sql("SELECT requested, process, stream, final, error_class FROM "
                         "sparkstack_requests WHERE status = 'cut'")
+        # the kills above cut no stream of their clients (they had none under way)
         if cut:
             break
         time.sleep(1)

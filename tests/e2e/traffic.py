@@ -21,7 +21,7 @@ class Answer:
     who: str             # "MODEL@HOST" for a local model, "cloud" for the cloud
     error: str = ""
     stream: bool = False
-    begun: bool = False  # a stream had received its first event when it ended or failed
+    begun: bool = False  # a stream's answer had begun (its headers had come) when it failed
 
 
 def who_answered(text: str) -> str:
@@ -74,16 +74,17 @@ class Traffic:
         messages = [{"role": "user", "content": "hi"}]
         text = ""
         if api == "openai":
-            for chunk in self.openai.chat.completions.create(
-                    model=profile, messages=messages, max_tokens=8, timeout=120, stream=True):
-                begun.append(True)
+            chunks = self.openai.chat.completions.create(
+                model=profile, messages=messages, max_tokens=8, timeout=120, stream=True)
+            begun.append(True)  # the answer's status and headers are in
+            for chunk in chunks:
                 if chunk.choices and chunk.choices[0].delta.content:
                     text += chunk.choices[0].delta.content
         else:
             with self.anthropic.messages.stream(model=profile, messages=messages,
                                                 max_tokens=8, timeout=120) as events:
+                begun.append(True)
                 for piece in events.text_stream:
-                    begun.append(True)
                     text += piece
         return who_answered(text)
 

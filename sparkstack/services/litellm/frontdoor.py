@@ -133,11 +133,7 @@ def deploy(svc, restart_processes: bool, unit_files: list, migrate_file, venv) -
         # once per boot by itself; again now when LiteLLM changed (an upgrade)
         unit_running(name="Migrate LiteLLM's database", unit=LITELLM_MIGRATE_UNIT,
                      restarted=venv.will_change or migrate_file.will_change)
-    processes_running(name=f"Run {s['litellm_processes']} LiteLLM process(es), "
-                           "restarting them one at a time on a change",
-                      count=s["litellm_processes"], restart=restart_processes,
-                      daemon_reload=False)
-    single_process_retired(name="Retire the single LiteLLM of an older deploy")
+    # nginx is ready to start before an older deploy's single LiteLLM lets the port go
     nginx_installed(name="Install nginx (the front door)")
     conf = put_file(name="Write the front door's config (nginx)",
                     src=StringIO(render_conf(s)), dest=layout.frontdoor_conf,
@@ -147,6 +143,11 @@ def deploy(svc, restart_processes: bool, unit_files: list, migrate_file, venv) -
                                           nginx=NGINX, runtime_name=RUNTIME,
                                           queue_socket=LITELLM_QUEUE_SOCKET)),
                     dest=f"{UNIT_DIR}/{FRONTDOOR_UNIT}", mode="644")
+    processes_running(name=f"Run {s['litellm_processes']} LiteLLM process(es), "
+                           "restarting them one at a time on a change",
+                      count=s["litellm_processes"], restart=restart_processes,
+                      daemon_reload=False)
+    single_process_retired(name="Retire the single LiteLLM of an older deploy")
     # a changed config is taken by a reload (new workers; the old ones finish theirs)
     unit_running(name="Run the front door", unit=FRONTDOOR_UNIT,
                  daemon_reload=unit.will_change, restarted=unit.will_change)
