@@ -45,9 +45,10 @@ def test_an_update_lists_each_venv_that_differs_from_the_inventory():
     # LiteLLM still runs the release before
     files[f"{layout.service_root('litellm')}/current"]["target"] = "venvs/0123456789abcdef"
     contents[f"{layout.venv('litellm')}/sparkstack-requirements.txt"] = \
-        "litellm[proxy]==1.102.4\n"
+        "litellm[proxy]==1.102.4\nhttptools==0.9.0\n"
     found = changes(s, Snapshot({"files": files, "contents": contents}, []))
-    assert found == ["LiteLLM: litellm[proxy]==1.102.4 -> litellm[proxy]==1.103.1"]
+    assert found == ["LiteLLM: litellm[proxy]==1.102.4 httptools==0.9.0 -> "
+                     "litellm[proxy]==1.103.1 httptools==0.9.0"]
 
 
 def test_a_rollback_undoes_the_last_update_that_changed_the_fleet_where_it_did():

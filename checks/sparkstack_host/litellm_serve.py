@@ -132,6 +132,9 @@ async def serve(sockets: list[socket.socket], graceful: int, asked: threading.Ev
 
     config = uvicorn.Config("litellm.proxy.proxy_server:app", server_header=False,
                             timeout_graceful_shutdown=graceful,
+                            # every request is in the request log; a line per request in
+                            # the journal costs CPU the engine may need (CPU builds)
+                            access_log=False,
                             # nginx keeps connections to each process open between
                             # requests; it closes them first, not this side
                             timeout_keep_alive=75)
@@ -139,6 +142,16 @@ async def serve(sockets: list[socket.socket], graceful: int, asked: threading.Ev
     applier = asyncio.get_running_loop().create_task(apply_when_asked(server, asked, process))
     await server.serve(sockets=sockets)
     applier.cancel()
+
+
+def run_loop(main) -> None:
+    """On uvloop (LiteLLM's proxy extra installs it; uvicorn.run would pick it too)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def reload(pid: int, process: int, config: Path, timeout: float = 30) -> int:
@@ -179,7 +192,7 @@ def main() -> int:
     signal.signal(signal.SIGHUP, lambda *_: asked.set())
     keep_tool_schemas()
     queue = socket.socket(fileno=SD_LISTEN_FDS_START)
-    asyncio.run(serve([own_socket(args.process), queue], args.graceful, asked, args.process))
+    run_loop(serve([own_socket(args.process), queue], args.graceful, asked, args.process))
     return 0
 
 

@@ -225,10 +225,12 @@ def secret_environment(s: HostSettings, fleet: Fleet, secrets: dict) -> dict[str
 
 PSYCOPG = "psycopg[binary]==3.2.10"  # the request log's PostgreSQL driver
 PRISMA = "prisma==0.15.0"             # what LiteLLM's own database goes through
+# uvicorn's C HTTP parser: without it uvicorn parses every request in Python
+HTTPTOOLS = "httptools==0.9.0"
 
 
 def requirements(s: HostSettings) -> str:
-    reqs = f"litellm[proxy]=={s['litellm_version']}\n"
+    reqs = f"litellm[proxy]=={s['litellm_version']}\n{HTTPTOOLS}\n"
     if s["request_log"]:
         reqs += f"{PSYCOPG}\n"
     if s["litellm_request_log"]:
