@@ -10,6 +10,7 @@ connection per worker, 32 tokens per request) against the engine's port, the fro
 door's port, and one LiteLLM process's own socket (what nginx adds), and prints
 requests/s, p50 and p99 and the front door's ratio and added latency (targets at
 concurrency 16: at least 0.8x the engine's requests/s, at most 3 ms added p50).
+`--processes 2 --set request_log=false` measures one setup with other settings.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=15)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    p.add_argument("--processes", type=int, nargs="+",
+                   help="LiteLLM processes to measure (default: the default, then 1)")
+    p.add_argument("--set", action="append", default=[], metavar="SETTING=JSON",
+                   help="a further group setting, e.g. request_log=false")
     args = p.parse_args()
+    extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     problem = engine.real_engine_problem()
     if problem:
         raise SystemExit(f"the real vLLM engine cannot run here: {problem}")
@@ -56,10 +62,10 @@ def main() -> None:
               "request, client on the Spark:")
         print(f"  {'processes':>9} {'conc.':>5} {'path':<22} {'req/s':>7} {'p50 ms':>8} "
               f"{'p99 ms':>8} {'errors':>6}")
-        for processes in (default, 1):
+        for processes in args.processes or (default, 1):
             inventory = write_inventory(tmp / "inventory.py", [host], {
                 "secrets_dir": str(tmp / "secrets"), "cloud_api_base": cloud.api_base,
-                "cloud_api_key": cloud.api_key, "litellm_processes": processes},
+                "cloud_api_key": cloud.api_key, "litellm_processes": processes, **extra},
                 {HOST: {"roles": ["postgres", "vllm", "litellm"],
                         "litellm_bind_address": host.address}}, vllm=engine.REAL, hub=hub)
             deployed = run_deploy(inventory)
