@@ -26,6 +26,8 @@ from sparkstack.simulated.inventory import write_inventory
 from tests.doubles.cloud_standin import CloudStandin
 from tests.e2e.helpers import run_deploy
 
+from .real_engine_bench import real_engine_state
+
 HOST, INDEX = "spark9", 9
 LOAD = Path(__file__).with_name("frontdoor_load.py")
 
@@ -47,13 +49,7 @@ def main() -> None:
                    help="a further group setting, e.g. request_log=false")
     args = p.parse_args()
     extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    problem = engine.real_engine_problem()
-    if problem:
-        raise SystemExit(f"the real vLLM engine cannot run here: {problem}")
-    fleet.down_all()
-    hub = fleet.ensure_hub()
-    tmp = fleet.STATE / "bench-frontdoor"
-    tmp.mkdir(parents=True, exist_ok=True)
+    hub, tmp = real_engine_state("bench-frontdoor")
     default = load_defaults()["litellm_processes"]
     with CloudStandin(fleet.BRIDGE_ADDR) as cloud:
         host = fleet.boot(HOST, INDEX)

@@ -99,19 +99,26 @@ def load(client: openai.OpenAI, model: str, concurrency: int, seconds: float) ->
             "p99": latencies[int(0.99 * (len(latencies) - 1))] * 1000, "errors": len(errors)}
 
 
+def real_engine_state(name: str):
+    """A bench's start: the real engine can run here, no simulated Spark is up, the Hub
+    stand-in serves the test model; returns its URL and the bench's own folder."""
+    problem = engine.real_engine_problem()
+    if problem:
+        raise SystemExit(f"the real vLLM engine cannot run here: {problem}")
+    fleet.down_all()
+    hub = fleet.ensure_hub()
+    tmp = fleet.STATE / name
+    tmp.mkdir(parents=True, exist_ok=True)
+    return hub, tmp
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     p.add_argument("--restarts", type=int, default=2)
     args = p.parse_args()
-    problem = engine.real_engine_problem()
-    if problem:
-        raise SystemExit(f"the real vLLM engine cannot run here: {problem}")
-    fleet.down_all()
-    hub = fleet.ensure_hub()
-    tmp = fleet.STATE / "bench-real-engine"
-    tmp.mkdir(parents=True, exist_ok=True)
+    hub, tmp = real_engine_state("bench-real-engine")
     with CloudStandin(fleet.BRIDGE_ADDR) as cloud:
         host = fleet.boot(HOST, INDEX)
         inventory = write_inventory(tmp / "inventory.py", [host], {

@@ -56,6 +56,12 @@ class SimFleet:
     def deploy(self, *extra: str, **kw) -> DeployResult:
         return run_deploy(self.inventory, *extra, **kw)
 
+    def deployed(self) -> SimFleet:
+        """This fleet once its first deploy has succeeded (a module's fixture)."""
+        first = self.deploy()
+        assert first.returncode == 0, first.output[-3000:]
+        return self
+
     def sparkstack(self, command: str, *args: str, timeout: float = 600,
                    merged: bool = True) -> subprocess.CompletedProcess:
         """`sparkstack COMMAND -i INVENTORY ARGS`; stdout and stderr both in .stdout

@@ -98,10 +98,7 @@ def normal_time(spark: Spark) -> float:
 
 @pytest.fixture(scope="module")
 def spark(sim):
-    s = sim(Spark)
-    first = s.deploy()
-    assert first.returncode == 0, first.output[-3000:]
-    return s
+    return sim(Spark).deployed()
 
 
 def test_the_deploy_runs_two_litellm_processes_behind_nginx(spark):

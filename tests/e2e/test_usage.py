@@ -54,10 +54,7 @@ class Spark(SimFleet):
 
 @pytest.fixture(scope="module")
 def spark(sim):
-    s = sim(Spark)
-    first = s.deploy()
-    assert first.returncode == 0, first.output[-3000:]
-    return s
+    return sim(Spark).deployed()
 
 
 def wait_for_rows(spark: Spark, count: int, timeout: float = 15) -> None:
