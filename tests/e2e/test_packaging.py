@@ -58,3 +58,14 @@ def test_the_installed_deploy_runs_under_pyinfra_and_the_cli(installed, tmp_path
         assert out.returncode != 0
         assert "invalid inventory, no host was changed" in out.stdout + out.stderr
         assert "models = 'not a list': must be a list of model entries" in out.stdout + out.stderr
+
+
+def test_every_package_of_sparkstack_is_in_the_wheel():
+    """pyproject lists the packages by name: a new one left out is missing from an
+    installed sparkstack (its deploy or `update` then fails to import)."""
+    import tomllib
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())
+                 ["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts)
+             for p in (REPO / "sparkstack").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
