@@ -104,14 +104,28 @@ def test_the_gate_has_every_running_process_take_the_routes(monkeypatch, tmp_pat
             return subprocess.CompletedProcess(args, 0, f"ActiveState={state}\nMainPID={pid}\n")
         return subprocess.CompletedProcess(args, 0, "running\n", "")
 
-    took = []
+    asked = []
     monkeypatch.setattr(routes, "_systemctl", systemctl)
-    monkeypatch.setattr(routes, "reload", lambda pid, process, config, timeout:
-                        took.append((pid, process)) or (1 if pid == 102 else 0))
+    monkeypatch.setattr(routes, "reload_all", lambda pids, config, timeout:
+                        asked.append(dict(pids)) or [2])
     said = routes.apply_to_litellm(3, tmp_path / "config.yaml")
-    assert took == [(101, 1), (102, 2)]          # one after the other, each confirmed
+    assert asked == [{1: 101, 2: 102}]           # all at once, each confirmed
     assert ("restart", "sparkstack-litellm@2.service") in ran   # did not take them
-    assert "3 is failed (reads them when it starts)" in said
+    assert "3 is failed (reads them when it starts)" in said and "1 took them" in said
+
+
+def test_every_process_is_signalled_before_any_is_waited_for(monkeypatch, tmp_path):
+    from sparkstack_host import litellm_serve
+    config = tmp_path / "config.yaml"
+    config.write_text("model_list: []\n")
+    signalled = []
+    monkeypatch.setattr(litellm_serve.os, "kill", lambda pid, sig: signalled.append(pid))
+    monkeypatch.setattr(litellm_serve, "applied_file",
+                        lambda process: tmp_path / f"applied-{process}")
+    import hashlib
+    (tmp_path / "applied-1").write_text(hashlib.sha256(config.read_bytes()).hexdigest())
+    missed = litellm_serve.reload_all({1: 11, 2: 12}, config, timeout=0.3)
+    assert signalled == [11, 12] and missed == [2]
 
 
 class Health(http.server.BaseHTTPRequestHandler):

@@ -154,22 +154,36 @@ def run_loop(main) -> None:
     uvloop.run(main)
 
 
-def reload(pid: int, process: int, config: Path, timeout: float = 30) -> int:
-    """Make LiteLLM process `process` (running as `pid`) apply `config`'s routes, and
-    wait until it has."""
-    want = hashlib.sha256(config.read_bytes()).hexdigest()
-    os.kill(pid, signal.SIGHUP)
-    deadline = time.monotonic() + timeout
+def wait_applied(process: int, want: str, deadline: float) -> bool:
+    """Has process `process` applied the routes whose sha256 is `want` by `deadline`?"""
     while time.monotonic() < deadline:
         try:
             if applied_file(process).read_text().strip() == want:
-                return 0
+                return True
         except FileNotFoundError:
             pass
-        time.sleep(0.05)
-    print(f"sparkstack-litellm-serve: routes not applied within {timeout:.0f} s "
-          "(see this unit's log)", file=sys.stderr)
-    return 1
+        time.sleep(0.02)
+    return False
+
+
+def reload_all(pids: dict[int, int], config: Path, timeout: float = 30) -> list[int]:
+    """Make the LiteLLM processes in `pids` (process -> pid) apply `config`'s routes, all
+    signalled at once so they change over together; returns the processes that did not
+    confirm within `timeout`."""
+    want = hashlib.sha256(config.read_bytes()).hexdigest()
+    for pid in pids.values():
+        os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    return [process for process in pids if not wait_applied(process, want, deadline)]
+
+
+def reload(pid: int, process: int, config: Path, timeout: float = 30) -> int:
+    """ExecReload: make this process apply `config`'s routes, and wait until it has."""
+    if reload_all({process: pid}, config, timeout):
+        print(f"sparkstack-litellm-serve: routes not applied within {timeout:.0f} s "
+              "(see this unit's log)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main() -> int:

@@ -49,7 +49,7 @@ from .contract import (
     litellm_unit,
     render_config,
 )
-from .litellm_serve import reload
+from .litellm_serve import reload_all
 from .ready import probe
 
 
@@ -98,27 +98,31 @@ RELOAD_SECONDS = 120
 
 
 def apply_to_litellm(processes: int, config: Path) -> str:
-    """Make every running LiteLLM process take the new routes, one after the other, each
-    confirmed: no process may route to a model being drained once this returns."""
+    """Make every running LiteLLM process take the new routes, all at once so that they
+    change over together, each confirmed: no process routes to a drained model once this
+    returns."""
     if _systemctl("is-system-running").stdout.strip() == "stopping":
         return "system is shutting down: LiteLLM left as it is"
-    said = []
+    said, running = [], {}
     for process in range(1, processes + 1):
-        unit = litellm_unit(process)
-        shown = _systemctl("show", "-p", "ActiveState", "-p", "MainPID", unit).stdout
+        shown = _systemctl("show", "-p", "ActiveState", "-p", "MainPID",
+                           litellm_unit(process)).stdout
         props = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
         state, pid = props.get("ActiveState", "unknown"), int(props.get("MainPID") or 0)
         if state not in ("active", "activating", "reloading") or not pid:
             said.append(f"{process} is {state} (reads them when it starts)")
-        elif reload(pid, process, config, RELOAD_SECONDS) == 0:
-            said.append(f"{process} took them")
         else:
-            restarted = _systemctl("restart", unit)
-            if restarted.returncode != 0:
-                raise RuntimeError(f"{unit}: did not take the routes and did not restart "
-                                   f"({restarted.stderr.strip()})")
-            said.append(f"{process} restarted (it did not take them)")
-    return "LiteLLM process " + "; ".join(said)
+            running[process] = pid
+    missed = reload_all(running, config, RELOAD_SECONDS) if running else []
+    said += [f"{process} took them" for process in running if process not in missed]
+    for process in missed:
+        unit = litellm_unit(process)
+        restarted = _systemctl("restart", unit)
+        if restarted.returncode != 0:
+            raise RuntimeError(f"{unit}: did not take the routes and did not restart "
+                               f"({restarted.stderr.strip()})")
+        said.append(f"{process} restarted (it did not take them)")
+    return "LiteLLM process " + "; ".join(sorted(said))
 
 
 def requests_in_engine(url: str, timeout: float = 5) -> float | None:
