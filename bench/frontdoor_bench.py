@@ -58,7 +58,7 @@ def main() -> None:
               "request, client on the Spark:")
         print(f"  {'processes':>9} {'conc.':>5} {'path':<22} {'req/s':>7} {'p50 ms':>8} "
               f"{'p99 ms':>8} {'errors':>6}")
-        for processes in args.processes or (default, 1):
+        for processes in args.processes or sorted({default, 2, 1}, reverse=True):
             inventory = write_inventory(tmp / "inventory.py", [host], {
                 "secrets_dir": str(tmp / "secrets"), "cloud_api_base": cloud.api_base,
                 "cloud_api_key": cloud.api_key, "litellm_processes": processes, **extra},

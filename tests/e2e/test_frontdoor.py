@@ -31,7 +31,7 @@ class Spark(SimFleet):
     def __init__(self, tmp, cloud):
         super().__init__(tmp, cloud)
         self.host = self.boot("spark9", 9)
-        self.settings: dict = {}
+        self.settings: dict = {"litellm_processes": 2}
         self.write()
         self.base = f"http://{self.host.address}:4000"
 

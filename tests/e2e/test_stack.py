@@ -40,7 +40,7 @@ from tests.e2e.helpers import PYINFRA, REPO, Tunnel, checkout_copy, run_deploy, 
 pytestmark = pytest.mark.e2e
 
 VLLM_UNITS = ["sparkstack-vllm-qwen3-4b.service", "sparkstack-vllm-qwen3-coder-30b.service"]
-LITELLM_UNITS = ["sparkstack-litellm@1.service", "sparkstack-litellm@2.service"]
+LITELLM_UNITS = ["sparkstack-litellm@1.service"]   # litellm_processes: 1 (the default)
 UNITS = ["postgresql.service", *VLLM_UNITS, *LITELLM_UNITS, "sparkstack-frontdoor.service",
          "sparkstack-openwebui.service"]
 LOCAL_PROFILES = {"fast": "qwen3-4b", "expert": "qwen3-coder-30b", "code": "qwen3-coder-30b"}
