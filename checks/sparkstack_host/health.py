@@ -197,10 +197,9 @@ def check_process(process: int) -> tuple[bool, str, str]:
         f"systemctl restart {unit}; journalctl -u {unit} -n 50"
 
 
-def check_routes(layout: Layout) -> tuple[bool, str, str]:
+def check_routes(layout: Layout, plan: RoutesPlan) -> tuple[bool, str, str]:
     """Does LiteLLM route to every model its plan names? A model that is not ready
     leaves its profiles on the cloud until the gate sees it ready."""
-    plan = RoutesPlan.from_json(Path(layout.routes_plan).read_text())
     local = local_routes(routes.read_config(Path(layout.litellm_config)))
     routed = {backend for _, backend in local}
     drained = routes.drained(layout) & set(plan.backends)  # on purpose: a swap, an update
@@ -248,7 +247,8 @@ def run(config_root: str = DEFAULT_CONFIG_ROOT) -> list[dict]:
             jobs.append((f"swap group {group}",
                          lambda members=members: check_group(members, active)))
     if "litellm" in roles:
-        processes = RoutesPlan.from_json(Path(layout.routes_plan).read_text()).processes
+        plan = RoutesPlan.from_json(Path(layout.routes_plan).read_text())
+        processes = plan.processes
         units += [FRONTDOOR_UNIT, *(litellm_unit(i) for i in range(1, processes + 1))]
         base = manifest.litellm_url
         jobs.append(("litellm", lambda: check_http(f"{base}/health/liveliness",
@@ -256,7 +256,7 @@ def run(config_root: str = DEFAULT_CONFIG_ROOT) -> list[dict]:
                                                    FRONTDOOR_UNIT)))
         jobs += [(f"litellm process {i}", lambda i=i: check_process(i))
                  for i in range(1, processes + 1)]
-        jobs.append(("litellm routes", lambda: check_routes(layout)))
+        jobs.append(("litellm routes", lambda: check_routes(layout, plan)))
         env = load_env_file(layout.secrets_env("litellm"))
         master = env["LITELLM_MASTER_KEY"]
         jobs.append(("litellm ui", lambda: check_litellm_ui(base, "DATABASE_URL" in env)))

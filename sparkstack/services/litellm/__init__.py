@@ -272,7 +272,7 @@ def deploy(d: Deployment) -> None:
                               gate=gate)
     restart = (settings_changed(snapshot().content(layout.routes_plan), wanted)
                or any(op.will_change for op in (venv, launcher, env, auto, unit_file)))
-    frontdoor.deploy(svc, restart, [unit_file, socket_file, migrate_file], migrate_file, venv)
+    frontdoor.deploy(svc, restart, unit_file, socket_file, migrate_file, venv)
     # LiteLLM reads config.yaml, which the gate writes from the plan: new routes are
     # taken in place (systemctl reload); other settings restarted it above
     server.shell(name="Take the new routes plan in place", _if=plan.did_change,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import operation
+from pyinfra.operations import server
 from sparkstack_host.contract import (
     FRONTDOOR_UNIT,
     LITELLM_MIGRATE_UNIT,
@@ -78,7 +79,7 @@ def nginx_installed():
 
 
 @operation()
-def processes_running(count: int, restart: bool, daemon_reload: bool):
+def processes_running(count: int, restart: bool):
     """LiteLLM processes 1..count enabled and running; with `restart`, restarted one at
     a time (a restart returns once the new process answers, its unit's ExecStartPost);
     processes beyond `count` stopped once the others run."""
@@ -86,8 +87,6 @@ def processes_running(count: int, restart: bool, daemon_reload: bool):
     wanted = litellm_units(count)
     extra = sorted(u for u in state.data["units"] if fnmatch(u, LITELLM_UNIT_GLOB)
                    and u != LITELLM_TEMPLATE and u not in wanted and state.running(u))
-    if daemon_reload:
-        yield "systemctl daemon-reload"
     changed = False
     for unit in wanted:
         if not state.running(unit):
@@ -102,7 +101,7 @@ def processes_running(count: int, restart: bool, daemon_reload: bool):
     for unit in extra:
         yield f"systemctl disable --now {unit}"
         changed = True
-    if not changed and not daemon_reload:
+    if not changed:
         host.noop(f"{count} LiteLLM process(es) running")
 
 
@@ -121,18 +120,19 @@ def single_process_retired():
     yield "systemctl daemon-reload"
 
 
-def deploy(svc, restart_processes: bool, unit_files: list, migrate_file, venv) -> None:
+def deploy(svc, restart_processes: bool, process_unit, queue_socket, migrate_unit,
+           venv) -> None:
     """Everything after the processes' units are written: the queue socket, the
     migrations, the processes, then nginx on the port."""
     s = svc.s
     layout = svc.layout
-    reload = any(op.will_change for op in unit_files)
+    reload = any(op.will_change for op in (process_unit, queue_socket, migrate_unit))
     unit_running(name="Hold LiteLLM's queue socket", unit=LITELLM_QUEUE_SOCKET,
                  daemon_reload=reload)
     if s["litellm_request_log"]:
         # once per boot by itself; again now when LiteLLM changed (an upgrade)
         unit_running(name="Migrate LiteLLM's database", unit=LITELLM_MIGRATE_UNIT,
-                     restarted=venv.will_change or migrate_file.will_change)
+                     restarted=venv.will_change or migrate_unit.will_change)
     # nginx is ready to start before an older deploy's single LiteLLM lets the port go
     nginx_installed(name="Install nginx (the front door)")
     conf = put_file(name="Write the front door's config (nginx)",
@@ -145,22 +145,15 @@ def deploy(svc, restart_processes: bool, unit_files: list, migrate_file, venv) -
                     dest=f"{UNIT_DIR}/{FRONTDOOR_UNIT}", mode="644")
     processes_running(name=f"Run {s['litellm_processes']} LiteLLM process(es), "
                            "restarting them one at a time on a change",
-                      count=s["litellm_processes"], restart=restart_processes,
-                      daemon_reload=False)
+                      count=s["litellm_processes"], restart=restart_processes)
     single_process_retired(name="Retire the single LiteLLM of an older deploy")
     # a changed config is taken by a reload (new workers; the old ones finish theirs)
     unit_running(name="Run the front door", unit=FRONTDOOR_UNIT,
                  daemon_reload=unit.will_change, restarted=unit.will_change)
-    reload_frontdoor(name="Reload the front door's config", _if=conf.did_change,
-                     unit_changed=unit.will_change)
-
-
-@operation()
-def reload_frontdoor(unit_changed: bool):
-    if unit_changed:  # restarted above with the new config
-        host.noop("front door restarted with its config")
-        return
-    yield f"systemctl reload {FRONTDOOR_UNIT} || {journal_on_failure(FRONTDOOR_UNIT)}"
+    if not unit.will_change:  # a restart above has taken the new config already
+        server.shell(name="Reload the front door's config", _if=conf.did_change,
+                     commands=[f"systemctl reload {FRONTDOOR_UNIT} || "
+                               f"{journal_on_failure(FRONTDOOR_UNIT)}"])
 
 
 def process_unit_context(s: HostSettings) -> dict:
