@@ -128,6 +128,45 @@ def test_every_process_is_signalled_before_any_is_waited_for(monkeypatch, tmp_pa
     assert signalled == [11, 12] and missed == [2]
 
 
+def test_a_gate_whose_reload_failed_is_finished_by_the_next_one(monkeypatch, tmp_path):
+    """The gate writes config.yaml before it reloads the processes: when the reload
+    fails (seen: the timer's gate could not read a process's confirmation), the next
+    gate finds the config unchanged, and must still bring a process running on older
+    routes up to date."""
+    import hashlib
+    from sparkstack_host import litellm_serve, routes
+    config = tmp_path / "config.yaml"
+    config.write_text("model_list: [new]\n")
+    applied = {1: hashlib.sha256(config.read_bytes()).hexdigest(), 2: "older", 3: None}
+    monkeypatch.setattr(routes, "applied_sha", applied.get)
+    assert routes.processes_behind(3, config) == [2]   # 3 has not started: reads at start
+    applied[2] = applied[1]
+    assert routes.processes_behind(3, config) == []
+    assert routes.processes_behind(3, tmp_path / "none.yaml") == []
+
+
+def test_new_routes_start_with_no_backend_resting(caplog):
+    """Each process's own cooldowns (backends it saw fail) are dropped with every new
+    routes plan, so that all processes route as the gate just found, not as each one
+    saw before: with them kept, a swap's traffic alternated between model and cloud.
+    (LiteLLM itself is not in the controller's venv: the swap tests run the real one.)"""
+    from sparkstack_host import litellm_serve
+
+    class Cooldowns:  # LiteLLM 1.102's InMemoryCache, as far as this uses it
+        def __init__(self):
+            self.cache_dict = {"deployment:a:8000:cooldown": {"exception_status": 500}}
+
+        def flush_cache(self):
+            self.cache_dict.clear()
+
+    cooldowns = Cooldowns()
+    router = type("Router", (), {"cooldown_cache": type("C", (), {"in_memory_cache": cooldowns})})
+    litellm_serve.forget_cooldowns(router)
+    assert cooldowns.cache_dict == {}
+    litellm_serve.forget_cooldowns(object())   # another release: said, not guessed
+    assert "outlive a routes reload" in caplog.text
+
+
 class Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200 if self.path == "/health/liveliness" else 404)

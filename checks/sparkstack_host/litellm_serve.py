@@ -25,7 +25,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -58,9 +57,23 @@ def apply_routes(process: int) -> None:
     router.set_model_list(config["model_list"])
     router.update_settings(fallbacks=config.get("router_settings", {}).get("fallbacks", []))
     proxy_server.llm_model_list = router.get_model_list()
+    forget_cooldowns(router)
     applied_file(process).write_text(hashlib.sha256(data).hexdigest() + "\n")
     log.warning("sparkstack-litellm-serve: routes reloaded: %s",
                 ", ".join(sorted({d["model_info"]["id"] for d in router.get_model_list()})))
+
+
+def forget_cooldowns(router) -> None:
+    """Start the new routes with no backend resting. Each process keeps its own
+    cooldowns (backends it saw fail): left over from before the gate's last look, one
+    process sent a profile to the cloud while another already used the model the gate
+    had found ready again. The gate's routes are the one state the processes share."""
+    cooldowns = getattr(getattr(router, "cooldown_cache", None), "in_memory_cache", None)
+    if cooldowns is None:  # another LiteLLM release: say so rather than guess
+        log.warning("sparkstack-litellm-serve: this litellm keeps its cooldowns elsewhere; "
+                    "they outlive a routes reload")
+        return
+    cooldowns.flush_cache()
 
 
 def keep_tool_schemas() -> None:
@@ -87,19 +100,16 @@ def try_apply(process: int) -> None:
         log.exception("sparkstack-litellm-serve: reloading routes failed")
 
 
-async def apply_when_asked(server, asked: threading.Event, process: int) -> None:
+async def apply_when_asked(server, process: int) -> None:
     """Apply routes on the event loop (where requests are routed) once LiteLLM has
-    started, then at every SIGHUP."""
+    started, then at every SIGHUP, as soon as it comes: the gate signals all processes
+    at once, and they change over together only if none waits to look."""
     while not server.started and not server.should_exit:
         await asyncio.sleep(0.05)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, try_apply, process)
     try_apply(process)  # config.yaml may have changed while LiteLLM was loading it
     if server.started:
         open_for_nginx(process)
-    while not server.should_exit:
-        if asked.is_set():
-            asked.clear()
-            try_apply(process)
-        await asyncio.sleep(0.05)
 
 
 def starting_path(process: int) -> str:
@@ -126,8 +136,7 @@ def open_for_nginx(process: int) -> None:
     os.rename(starting_path(process), litellm_process_socket(process))
 
 
-async def serve(sockets: list[socket.socket], graceful: int, asked: threading.Event,
-                process: int) -> None:
+async def serve(sockets: list[socket.socket], graceful: int, process: int) -> None:
     import uvicorn
 
     config = uvicorn.Config("litellm.proxy.proxy_server:app", server_header=False,
@@ -139,7 +148,7 @@ async def serve(sockets: list[socket.socket], graceful: int, asked: threading.Ev
                             # requests; it closes them first, not this side
                             timeout_keep_alive=75)
     server = uvicorn.Server(config)
-    applier = asyncio.get_running_loop().create_task(apply_when_asked(server, asked, process))
+    applier = asyncio.get_running_loop().create_task(apply_when_asked(server, process))
     await server.serve(sockets=sockets)
     applier.cancel()
 
@@ -154,14 +163,19 @@ def run_loop(main) -> None:
     uvloop.run(main)
 
 
+def applied_sha(process: int) -> str | None:
+    """The sha256 of the routes process `process` runs on (None: it has not started)."""
+    try:
+        return applied_file(process).read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
 def wait_applied(process: int, want: str, deadline: float) -> bool:
     """Has process `process` applied the routes whose sha256 is `want` by `deadline`?"""
     while time.monotonic() < deadline:
-        try:
-            if applied_file(process).read_text().strip() == want:
-                return True
-        except FileNotFoundError:
-            pass
+        if applied_sha(process) == want:
+            return True
         time.sleep(0.02)
     return False
 
@@ -201,12 +215,12 @@ def main() -> int:
         print("sparkstack-litellm-serve: no queue socket from systemd; start "
               f"{LITELLM_QUEUE_SOCKET}", file=sys.stderr)
         return 2
-    # a SIGHUP before LiteLLM has started is kept for later, never fatal
-    asked = threading.Event()
-    signal.signal(signal.SIGHUP, lambda *_: asked.set())
+    # a SIGHUP before LiteLLM has started is never fatal: the routes it asks for are
+    # read once LiteLLM has started
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     keep_tool_schemas()
     queue = socket.socket(fileno=SD_LISTEN_FDS_START)
-    run_loop(serve([own_socket(args.process), queue], args.graceful, asked, args.process))
+    run_loop(serve([own_socket(args.process), queue], args.graceful, args.process))
     return 0
 
 

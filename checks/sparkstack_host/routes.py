@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import os
 import subprocess
 import sys
@@ -49,7 +50,7 @@ from .contract import (
     litellm_unit,
     render_config,
 )
-from .litellm_serve import reload_all
+from .litellm_serve import applied_sha, reload_all
 from .ready import probe
 
 
@@ -125,6 +126,16 @@ def apply_to_litellm(processes: int, config: Path) -> str:
     return "LiteLLM process " + "; ".join(sorted(said))
 
 
+def processes_behind(processes: int, config: Path) -> list[int]:
+    """The running LiteLLM processes that have not applied `config` (a gate that wrote it
+    and then failed to reload them leaves them so; the next one finishes the job)."""
+    if not config.is_file():
+        return []
+    want = hashlib.sha256(config.read_bytes()).hexdigest()
+    return [process for process in range(1, processes + 1)
+            if applied_sha(process) not in (None, want)]
+
+
 def requests_in_engine(url: str, timeout: float = 5) -> float | None:
     """Requests a vLLM engine is running or has queued (its num_requests_running and
     _waiting gauges); None when nothing listens there any more."""
@@ -197,8 +208,12 @@ def gate(layout: Layout, drain: list[str] = (), undrain: list[str] = (),
             tmp.replace(config_path)
     for bid, state in sorted(states.items()):
         log(f"routes: {bid}: {'routed' if state == 'ready' else 'not routed, ' + state}")
+    behind = processes_behind(plan.processes, config_path) if apply and not changed else []
     if changed and apply:
         log(f"routes: config changed; {apply_to_litellm(plan.processes, config_path)}")
+    elif behind:
+        log(f"routes: config unchanged, but LiteLLM process {', '.join(map(str, behind))} "
+            f"runs on other routes; {apply_to_litellm(plan.processes, config_path)}")
     elif not changed:
         log("routes: config unchanged")
     for bid in sorted(backends_named(plan, list(drain))):
