@@ -50,7 +50,7 @@ from .contract import (
     litellm_unit,
     render_config,
 )
-from .litellm_serve import applied_sha, reload_all
+from .litellm_serve import applied_file, applied_sha, reload_all
 from .ready import probe
 
 
@@ -115,7 +115,10 @@ def apply_to_litellm(processes: int, config: Path) -> str:
         else:
             running[process] = pid
     missed = reload_all(running, config, RELOAD_SECONDS) if running else []
-    said += [f"{process} took them" for process in running if process not in missed]
+    took = [process for process in running if process not in missed]
+    said += [f"{process} took them" for process in took]
+    if len(took) > 1:  # requests sent in between may be routed either way
+        said.append(f"changed over within {changeover_ms(took):.0f} ms of each other")
     for process in missed:
         unit = litellm_unit(process)
         restarted = _systemctl("restart", unit)
@@ -124,6 +127,12 @@ def apply_to_litellm(processes: int, config: Path) -> str:
                                f"({restarted.stderr.strip()})")
         said.append(f"{process} restarted (it did not take them)")
     return "LiteLLM process " + "; ".join(sorted(said))
+
+
+def changeover_ms(processes: list[int]) -> float:
+    """How far apart the processes applied the routes (their confirmations' times)."""
+    times = [applied_file(process).stat().st_mtime for process in processes]
+    return (max(times) - min(times)) * 1000
 
 
 def processes_behind(processes: int, config: Path) -> list[int]:

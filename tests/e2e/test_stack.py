@@ -40,7 +40,7 @@ from tests.e2e.helpers import PYINFRA, REPO, Tunnel, checkout_copy, run_deploy, 
 pytestmark = pytest.mark.e2e
 
 VLLM_UNITS = ["sparkstack-vllm-qwen3-4b.service", "sparkstack-vllm-qwen3-coder-30b.service"]
-LITELLM_UNITS = ["sparkstack-litellm@1.service"]   # litellm_processes: 1 (the default)
+LITELLM_UNITS = ["sparkstack-litellm@1.service", "sparkstack-litellm@2.service"]  # the default 2
 UNITS = ["postgresql.service", *VLLM_UNITS, *LITELLM_UNITS, "sparkstack-frontdoor.service",
          "sparkstack-openwebui.service"]
 LOCAL_PROFILES = {"fast": "qwen3-4b", "expert": "qwen3-coder-30b", "code": "qwen3-coder-30b"}
@@ -762,6 +762,7 @@ def test_a_rebooted_spark_serves_from_the_cloud_then_locally_without_a_failure(s
     cluster = ssh(stack.hosts[0], "systemctl list-units --plain --no-legend "
                                   "'postgresql@*' | cut -d' ' -f1").stdout.split()
     assert len(cluster) == 1, cluster
+    down = time.monotonic()
     host = stack.hosts[0] = fleet.reboot(stack.hosts[0])
     deadline = time.monotonic() + 180
     while True:
@@ -771,6 +772,8 @@ def test_a_rebooted_spark_serves_from_the_cloud_then_locally_without_a_failure(s
         except OSError:
             assert time.monotonic() < deadline, "LiteLLM's socket did not come back"
             time.sleep(0.2)
+    print(f"reboot: the front door accepts connections {time.monotonic() - down:.1f} s "
+          "after the reboot began")
     local = {"fast": "qwen3-4b@spark1", "code": "qwen3-coder-30b@spark1"}
     with Traffic(stack.litellm_url, key, list(local), rate=4) as traffic:
         deadline = time.monotonic() + 400

@@ -24,6 +24,10 @@ class Answer:
     begun: bool = False  # a stream's answer had begun (its headers had come) when it failed
 
 
+# seconds within which the front door's LiteLLM processes take a routes change
+CHANGEOVER = 1.0
+
+
 def who_answered(text: str) -> str:
     """The stand-ins answer "standin:MODEL@HOST:PORT ..." or "cloud-standin:...": ."""
     label, _, rest = text.partition(":")
@@ -120,13 +124,24 @@ class Traffic:
         span = max(a.at for a in mine) - min(a.at for a in mine) if len(mine) > 1 else 0
         return (len(mine) - 1) / span if span else 0.0
 
-    def sequence(self, profile: str) -> list[str]:
-        """Who answered `profile`, in the order the requests were sent, runs collapsed."""
-        out: list[str] = []
+    def sequence(self, profile: str, changeover: float = CHANGEOVER) -> list[str]:
+        """Who answered `profile`, in the order the requests were sent, runs collapsed.
+        A switch back within `changeover` seconds of a switch is the front door's
+        processes taking new routes one moment apart (the gate signals them at once and
+        logs how far apart they took them): not a switch of its own."""
+        runs: list[tuple[str, float]] = []   # (who, first sent at)
         for a in sorted(self.answers, key=lambda a: a.at):
-            if a.profile == profile and not a.error and (not out or out[-1] != a.who):
-                out.append(a.who)
-        return out
+            if a.profile == profile and not a.error and (not runs or runs[-1][0] != a.who):
+                runs.append((a.who, a.at))
+        i = 1
+        while i < len(runs) - 1:
+            if runs[i + 1][0] == runs[i - 1][0] and runs[i + 1][1] - runs[i][1] <= changeover:
+                del runs[i + 1]                       # the process not yet changed over
+                if i + 1 < len(runs) and runs[i + 1][0] == runs[i][0]:
+                    del runs[i + 1]                   # ... and the changed one again
+                continue
+            i += 1
+        return [who for who, _ in runs]
 
     def off_local(self, profile: str) -> float:
         """Seconds from the first to the last request the cloud answered (0 if none)."""
