@@ -127,7 +127,9 @@ def pip_with_progress(venv: str, pip_conf: str, label: str,
         f"prev=0; (while sleep {every}; do now=$(du -sm {venv} | cut -f1); "
         f"printf '%s%s\\n' {tag} \"$now MB installed, $(( (now - prev) / {every} )) MB/s\"; "
         "prev=$now; done) & ticker=$!; "
-        f"PIP_CONFIG_FILE={pip_conf} {venv}/bin/pip install --progress-bar off --upgrade "
+        # at the lowest CPU priority: an update builds the new venv beside services that
+        # keep serving, and a pip build left at full priority slowed their answers
+        f"PIP_CONFIG_FILE={pip_conf} nice -n 19 {venv}/bin/pip install --progress-bar off --upgrade "
         f"--requirement {venv}/sparkstack-requirements.txt 2>&1 | "
         "grep --line-buffered -E '^ *(Collecting|Processing|Downloading|Installing collected|"
         "Successfully installed|ERROR)' | while IFS= read -r line; do "
