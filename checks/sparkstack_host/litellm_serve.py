@@ -109,7 +109,44 @@ async def apply_when_asked(server, process: int) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, try_apply, process)
     try_apply(process)  # config.yaml may have changed while LiteLLM was loading it
     if server.started:
+        await warm_up(process)
         open_for_nginx(process)
+
+
+WARM_UP = [("/v1/chat/completions", False), ("/v1/chat/completions", True),
+           ("/v1/messages", False), ("/v1/messages", True)]
+
+
+async def warm_up(process: int) -> None:
+    """Ask this process once in each API format, plain and streaming, before nginx
+    sends it clients: a fresh LiteLLM takes its first requests of each kind slowly
+    (measured on a simulated Spark: 0.4 to 0.9 s each against 0.07 s after), and in a
+    rolling restart those were the clients' slowest requests. The answers are LiteLLM's
+    own mock (no model is asked) and kept out of the request logs (`no-log`)."""
+    import httpx
+    from litellm.proxy import proxy_server
+
+    names = [m["model_name"] for m in (proxy_server.llm_model_list or [])
+             if "*" not in m.get("model_name", "*")]
+    key = os.environ.get("LITELLM_MASTER_KEY", "")
+    if not names or not key:
+        return
+    start = time.monotonic()
+    transport = httpx.AsyncHTTPTransport(uds=starting_path(process))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost",
+                                 timeout=30) as client:
+        for path, stream in WARM_UP:
+            body = {"model": names[0], "max_tokens": 1, "stream": stream,
+                    "messages": [{"role": "user", "content": "warm-up"}],
+                    "mock_response": "ok", "no-log": True}
+            headers = {"Authorization": f"Bearer {key}", "x-api-key": key,
+                       "anthropic-version": "2023-06-01"}
+            try:
+                reply = await client.post(path, json=body, headers=headers)
+                reply.raise_for_status()
+            except httpx.HTTPError as e:  # never keep a process from serving for this
+                log.warning("sparkstack-litellm-serve: warm-up %s failed: %s", path, e)
+    log.warning("sparkstack-litellm-serve: warmed up in %.1f s", time.monotonic() - start)
 
 
 def starting_path(process: int) -> str:
