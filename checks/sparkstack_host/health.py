@@ -248,14 +248,13 @@ def run(config_root: str = DEFAULT_CONFIG_ROOT) -> list[dict]:
                          lambda members=members: check_group(members, active)))
     if "litellm" in roles:
         plan = RoutesPlan.from_json(Path(layout.routes_plan).read_text())
-        processes = plan.processes
-        units += [FRONTDOOR_UNIT, *(litellm_unit(i) for i in range(1, processes + 1))]
+        processes = range(1, plan.processes + 1)
+        units += [FRONTDOOR_UNIT, *(litellm_unit(i) for i in processes)]
         base = manifest.litellm_url
         jobs.append(("litellm", lambda: check_http(f"{base}/health/liveliness",
                                                    "liveliness (through the front door)",
                                                    FRONTDOOR_UNIT)))
-        jobs += [(f"litellm process {i}", lambda i=i: check_process(i))
-                 for i in range(1, processes + 1)]
+        jobs += [(f"litellm process {i}", lambda i=i: check_process(i)) for i in processes]
         jobs.append(("litellm routes", lambda: check_routes(layout, plan)))
         env = load_env_file(layout.secrets_env("litellm"))
         master = env["LITELLM_MASTER_KEY"]

@@ -133,16 +133,16 @@ async def warm_up(process: int) -> None:
         return
     start = time.monotonic()
     transport = httpx.AsyncHTTPTransport(uds=starting_path(process))
+    headers = {"Authorization": f"Bearer {key}", "x-api-key": key,   # either API's key
+               "anthropic-version": "2023-06-01"}
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost",
-                                 timeout=30) as client:
+                                 headers=headers, timeout=30) as client:
         for path, stream in WARM_UP:
             body = {"model": names[0], "max_tokens": 1, "stream": stream,
                     "messages": [{"role": "user", "content": "warm-up"}],
                     "mock_response": "ok", "no-log": True}
-            headers = {"Authorization": f"Bearer {key}", "x-api-key": key,
-                       "anthropic-version": "2023-06-01"}
             try:
-                reply = await client.post(path, json=body, headers=headers)
+                reply = await client.post(path, json=body)
                 reply.raise_for_status()
             except httpx.HTTPError as e:  # never keep a process from serving for this
                 log.warning("sparkstack-litellm-serve: warm-up %s failed: %s", path, e)
