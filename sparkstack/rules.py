@@ -164,6 +164,37 @@ def address(v):
     return "must be an IP address, e.g. 127.0.0.1, 0.0.0.0 or 192.168.1.20"
 
 
+def optional_address(v):
+    return None if v == "" else address(v)
+
+
+IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+CLUSTER_KEYS = {"hosts", "tensor_parallel_size", "pipeline_parallel_size", "master_port"}
+
+
+def cluster(v):
+    """A model entry's `cluster` (its shape; the hosts are checked against the fleet)."""
+    if v == {}:
+        return None
+    if not isinstance(v, dict) or not {"hosts", "tensor_parallel_size"} <= set(v) \
+            or set(v) - CLUSTER_KEYS:
+        return ("must be empty or a mapping with hosts (the leader first), "
+                "tensor_parallel_size, and optionally pipeline_parallel_size and "
+                "master_port")
+    hosts = v["hosts"]
+    if not isinstance(hosts, list) or len(hosts) < 2 or len(set(hosts)) != len(hosts) \
+            or any(host_or_address(h) or h == "" for h in hosts):
+        return "hosts must list two or more different inventory host names, leader first"
+    for key in ("tensor_parallel_size", "pipeline_parallel_size"):
+        size = v.get(key, 1)
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 64:
+            return f"{key} must be a whole number from 1 to 64"
+    port = v.get("master_port", 29500)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
+        return "master_port must be a port from 1024 to 65535"
+    return None
+
+
 def host_or_address(v):
     if isinstance(v, str) and (v == "" or HOSTNAME.match(v) or address(v) is None):
         return None
@@ -380,6 +411,7 @@ MODEL_RULES: dict[str, Rule] = {
                        ["--enable eager"]),
     "environment": Rule(ENVIRONMENT, {"BAD NAME": "1"}),
     "skip_fit_check": Rule(boolean, "sometimes"),
+    "cluster": Rule(cluster, {"hosts": ["spark1"], "tensor_parallel_size": 1}),
     "swap_group": Rule(matching(NAME, "a swap group name: letters, digits, '.', '_' or '-' "
                                       "(or empty)", empty=True), "big group"),
 }
@@ -419,6 +451,9 @@ RULES: dict[str, Rule] = {
     "fit_check_hub": Rule(boolean, "on"),
     "prefetch_weights": Rule(boolean, "on"),
     "hf_token": Rule(token, "hf_ abc", secret=True),
+    "link_interface": Rule(matching(IFNAME, "a network interface name such as "
+                                            "enp1s0f0np0 (or empty)", empty=True), "en p1"),
+    "link_address": Rule(optional_address, "spark-link"),
     # the entries' own keys are held to MODEL_RULES by the inventory's validation
     "models": Rule(each(kind(dict, "a mapping of model settings"), "model entries"),
                    ["qwen3-4b"]),

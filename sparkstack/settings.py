@@ -248,7 +248,51 @@ def served_by_litellm(s: HostSettings, name: str) -> bool:
                                         for pattern in s["litellm_model_aliases"])
 
 
+def _check_clusters(hosts: list[HostSettings], problems: list[str]) -> None:
+    """A model that spans Sparks: its hosts are in the inventory and serve vLLM, its
+    parallel sizes use one GPU on each, every host has the link's interface and address,
+    and no host lends its GPU to two clusters."""
+    by_name = {h.name: h for h in hosts}
+    claimed: dict[str, str] = {}
+    for h in hosts:
+        for m in h.models if h.has("vllm") else []:
+            c = m.get("cluster") or {}
+            if not c:
+                continue
+            where = f"host {h.name}: model {m['name']}: cluster"
+            members = c["hosts"]
+            if members[0] != h.name:
+                problems.append(f"{where}.hosts = {members!r}: the model is set on its "
+                                f"leader, which is listed first; list {h.name} first or "
+                                f"move the entry to {members[0]}")
+            missing = [n for n in members if n not in by_name]
+            if missing:
+                problems.append(f"{where}.hosts = {members!r}: {', '.join(missing)} "
+                                f"not in the inventory; hosts: {', '.join(by_name)}")
+                continue
+            size = c["tensor_parallel_size"] * c.get("pipeline_parallel_size", 1)
+            if size != len(members):
+                problems.append(
+                    f"{where}: tensor_parallel_size x pipeline_parallel_size = {size}, but "
+                    f"it spans {len(members)} Sparks with one GPU each: the product must "
+                    f"be {len(members)}")
+            for n in members:
+                other = by_name[n]
+                if not other.has("vllm"):
+                    problems.append(f"{where}.hosts: {n} has no vllm role")
+                unset = [k for k in ("link_interface", "link_address") if not other[k]]
+                if unset:
+                    problems.append(f"{where}.hosts: {n} has no {' or '.join(unset)}; "
+                                    "every host of a cluster needs its interface and "
+                                    "address on the direct link")
+                if n in claimed:
+                    problems.append(f"{where}.hosts: {n}'s GPU is already given to the "
+                                    f"cluster of {claimed[n]}; a Spark serves one cluster")
+                claimed[n] = f"{m['name']} on {h.name}"
+
+
 def _check_fleet(hosts: list[HostSettings], problems: list[str]) -> None:
+    _check_clusters(hosts, problems)
     served = {name for h in hosts if h.has("vllm") for m in h.models
               for name in (m["name"], m["swap_group"]) if name}
     for h in hosts:
