@@ -55,3 +55,19 @@ def test_the_shape_is_checked_with_the_other_model_settings():
     big = {**BIG, "cluster": {"hosts": ["spark1"], "tensor_parallel_size": 1}}
     assert "two or more different inventory host names" in refused(inventory(big))
     assert "link_interface = 'en p1'" in refused(inventory(spark1={"link_interface": "en p1"}))
+
+
+def test_each_node_gets_its_rank_the_leaders_address_and_its_link():
+    from sparkstack.services.vllm.cluster import link_environment, node_args, parts_on
+    hosts = validate_inventory(inventory())
+    (model, rank, leader), = parts_on("spark2", hosts)
+    assert (model["name"], rank, leader) == ("big", 1, "192.168.100.1")
+    assert node_args(model, rank, leader) == [
+        "--tensor-parallel-size", "2", "--pipeline-parallel-size", "1", "--nnodes", "2",
+        "--node-rank", "1", "--master-addr", "192.168.100.1", "--master-port", "29500",
+        "--headless"]
+    assert "--headless" not in node_args(*parts_on("spark1", hosts)[0])
+    assert link_environment(hosts[1]) == {
+        "NCCL_SOCKET_IFNAME": "enp1s0f0np0", "GLOO_SOCKET_IFNAME": "enp1s0f0np0",
+        "TP_SOCKET_IFNAME": "enp1s0f0np0", "UCX_NET_DEVICES": "enp1s0f0np0",
+        "VLLM_HOST_IP": "192.168.100.2"}
