@@ -20,6 +20,7 @@ from pyinfra import host
 from pyinfra.api import FactBase
 from sparkstack_host import host_state
 from sparkstack_host.contract import (
+    CLUSTER_UNIT_GLOB,
     POSTGRES_CLUSTER_UNIT,
     POSTGRES_UNIT,
     UNIT_DIR,
@@ -156,7 +157,8 @@ def snapshot_of(target) -> Snapshot:
         hashed, stat_only = watched(s)
         args = [f"--hash={p}" for p in hashed] + [f"--stat={p}" for p in stat_only]
         # what a failed swap puts back: units, manifest, routes, the swap choices
-        reads = [f"{UNIT_DIR}/{VLLM_UNIT_GLOB}", s.layout.manifest, s.layout.routes_plan,
+        reads = [f"{UNIT_DIR}/{VLLM_UNIT_GLOB}", f"{UNIT_DIR}/{CLUSTER_UNIT_GLOB}",
+                 s.layout.manifest, s.layout.routes_plan,
                  s.layout.swap_choices, s.layout.litellm_config, s.layout.update_history,
                  f"{s.layout.install_root}/*/current/sparkstack-requirements.txt"]
         args += ["--units=sparkstack-*", f"--units={POSTGRES_UNIT}", "--postgres"]

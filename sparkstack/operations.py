@@ -221,6 +221,18 @@ def unit_running(unit: str, restarted: bool = False, daemon_reload: bool = False
 
 
 @operation()
+def unit_enabled(unit: str, daemon_reload: bool = False):
+    """Keep a systemd unit enabled (it starts at boot), whether it runs left to others
+    (a cluster node, which its leader's run starts and stops)."""
+    if daemon_reload:
+        yield "systemctl daemon-reload"
+    if not snapshot().enabled(unit):
+        yield f"systemctl enable --quiet {unit}"
+    elif not daemon_reload:
+        host.noop(f"{unit} is enabled")
+
+
+@operation()
 def unit_stopped(unit: str):
     """Keep a systemd unit stopped and disabled (a swap group member standing by)."""
     state = snapshot()

@@ -57,17 +57,59 @@ def test_the_shape_is_checked_with_the_other_model_settings():
     assert "link_interface = 'en p1'" in refused(inventory(spark1={"link_interface": "en p1"}))
 
 
-def test_each_node_gets_its_rank_the_leaders_address_and_its_link():
-    from sparkstack.services.vllm.cluster import link_environment, node_args, parts_on
+def exec_start(unit: str) -> str:
+    """The ExecStart line's words, as systemd splits them, joined by spaces."""
+    import shlex
+    line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    return " ".join(shlex.split(line.removeprefix("ExecStart=")))
+
+
+def rendered(hosts, model, context) -> str:
+    from sparkstack.render import template
+    from sparkstack.services.vllm import UNIT_TEMPLATE
+    s = hosts[context.pop("on")]
+    return template(UNIT_TEMPLATE, s=s, layout=s.layout, venv="/opt/v", state_dir="/v",
+                    secrets_env="/e", wait_ready="/w", **context)
+
+
+def test_the_leader_serves_the_api_and_names_the_nodes_it_waits_for():
+    from sparkstack.fleet import Fleet
+    from sparkstack.services.vllm import unit_context
     hosts = validate_inventory(inventory())
-    (model, rank, leader), = parts_on("spark2", hosts)
-    assert (model["name"], rank, leader) == ("big", 1, "192.168.100.1")
-    assert node_args(model, rank, leader) == [
-        "--tensor-parallel-size", "2", "--pipeline-parallel-size", "1", "--nnodes", "2",
-        "--node-rank", "1", "--master-addr", "192.168.100.1", "--master-port", "29500",
-        "--headless"]
-    assert "--headless" not in node_args(*parts_on("spark1", hosts)[0])
-    assert link_environment(hosts[1]) == {
-        "NCCL_SOCKET_IFNAME": "enp1s0f0np0", "GLOO_SOCKET_IFNAME": "enp1s0f0np0",
-        "TP_SOCKET_IFNAME": "enp1s0f0np0", "UCX_NET_DEVICES": "enp1s0f0np0",
-        "VLLM_HOST_IP": "192.168.100.2"}
+    fleet = Fleet(hosts)
+    context = unit_context(hosts[0], hosts[0].models[0], "127.0.0.1", fleet)
+    unit = rendered(hosts, hosts[0].models[0], {**context, "on": 0})
+    start = exec_start(unit)
+    assert "sparkstack-cluster-node --port 29500 --node 192.168.100.2 -- /opt/v/bin/vllm " \
+           "serve org/big" in start
+    assert start.endswith("--tensor-parallel-size 2 --pipeline-parallel-size 1 --nnodes 2 "
+                          "--node-rank 0 --master-addr 192.168.100.1 --master-port 29500")
+    assert '"--member" "spark2=192.168.100.2" "--master-port" "29500"' in unit
+    for line in ("Environment=VLLM_HOST_IP=192.168.100.1",
+                 "Environment=\"NCCL_SOCKET_IFNAME=enp1s0f0np0\"",
+                 "Environment=\"GLOO_SOCKET_IFNAME=enp1s0f0np0\"",
+                 "Environment=\"TP_SOCKET_IFNAME=enp1s0f0np0\"",
+                 "Environment=\"UCX_NET_DEVICES=enp1s0f0np0\""):
+        assert line in unit.splitlines()
+    assert "--undrain big --apply" in unit   # LiteLLM routes the leader
+
+
+def test_a_node_runs_headless_under_its_leaders_settings_and_its_own_link():
+    from sparkstack.fleet import Fleet
+    from sparkstack.services.vllm import cluster, node_context
+    hosts = validate_inventory(inventory(spark2={"link_interface": "enp1s0f1np1"}))
+    fleet = Fleet(hosts)
+    assert cluster.parts_on(hosts[0], fleet) == []
+    [part] = cluster.parts_on(hosts[1], fleet)
+    assert (part.rank, part.leader.name, part.model["name"]) == (1, "spark1", "big")
+    unit = rendered(hosts, part.model, {**node_context(hosts[1], part), "on": 1})
+    start = exec_start(unit)
+    assert "sparkstack-cluster-node --leader 192.168.100.1:29500 -- /opt/v/bin/vllm serve " \
+           "org/big" in start
+    assert start.endswith("--nnodes 2 --node-rank 1 --master-addr 192.168.100.1 "
+                          "--master-port 29500 --headless")
+    assert "Environment=VLLM_HOST_IP=192.168.100.2" in unit.splitlines()
+    assert "Environment=\"NCCL_SOCKET_IFNAME=enp1s0f1np1\"" in unit.splitlines()
+    # no API, no route, no readiness wait of its own: its leader answers for the model
+    assert "ExecStartPost" not in unit and "sparkstack-routes" not in unit
+    assert "Description=vLLM: node 1 of big (org/big), led by spark1" in unit

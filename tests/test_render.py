@@ -46,7 +46,7 @@ def vllm_unit_text(host, model) -> str:
                     state_dir="/var/lib/sparkstack/vllm",
                     secrets_env="/etc/sparkstack/vllm/secrets.env",
                     wait_ready="/opt/sparkstack/host/venv/bin/sparkstack-wait-ready",
-                    **unit_context(host, model, "127.0.0.1"))
+                    **unit_context(host, model, "127.0.0.1", Fleet([host])))
 
 
 def test_vllm_unit_has_gb10_environment_and_long_start_timeout():

@@ -133,7 +133,7 @@ def test_vllm_units_gate_litellm_routes_only_where_litellm_runs():
     host = validate_inventory({"s": {"config_root": "/srv/etc"}})[0]
     common = dict(s=host, layout=host.layout, state_dir="/v", venv="/opt/v",
                   secrets_env="/e", wait_ready="/w",
-                  **unit_context(host, host.models[0], "127.0.0.1"))
+                  **unit_context(host, host.models[0], "127.0.0.1", Fleet([host])))
     gate = host.layout.host_program("sparkstack-routes")
     gated = template(UNIT_TEMPLATE, **common)
     assert f"ExecStartPost=-+{gate} --config-root /srv/etc --undrain qwen3-4b --apply" in gated

@@ -45,6 +45,15 @@ def vllm_unit(model_name: str) -> str:
     return f"{VLLM_UNIT_PREFIX}{model_name}.service"
 
 
+CLUSTER_UNIT_PREFIX = "sparkstack-cluster-"
+CLUSTER_UNIT_GLOB = f"{CLUSTER_UNIT_PREFIX}*.service"
+
+
+def cluster_unit(model_name: str) -> str:
+    """A Spark's part of a model that another Spark leads (`vllm serve --headless`)."""
+    return f"{CLUSTER_UNIT_PREFIX}{model_name}.service"
+
+
 def litellm_unit(process: int) -> str:
     """The unit of LiteLLM process `process` (1..litellm_processes)."""
     return f"sparkstack-litellm@{process}.service"
@@ -68,6 +77,7 @@ LITELLM_PROCESS_GIB = 0.6
 # --- host program names (console scripts of this package) ------------------------------
 GATE = "sparkstack-routes"
 WAIT_READY = "sparkstack-wait-ready"
+CLUSTER_NODE = "sparkstack-cluster-node"
 HEALTH = "sparkstack-health"
 LITELLM_SERVE = "sparkstack_host.litellm_serve"   # a module, run with LiteLLM's Python
 DOWNLOAD = "sparkstack-download"

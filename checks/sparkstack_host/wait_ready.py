@@ -21,6 +21,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from .cluster_node import missing
+
 HELD_SECONDS = 5  # how long a stranger must hold the port before we give up
 
 
@@ -83,6 +85,20 @@ def held_by_a_stranger(port: int) -> bool:
     return bool(uids) and os.getuid() not in uids
 
 
+MISSING_EVERY = 10  # seconds between a cluster leader's notes of the nodes not joined
+
+
+def say_missing(members: dict[str, str], port: int) -> list[str]:
+    """A cluster's leader waits for every node (vLLM answers only once all have joined):
+    name the ones with no connection to its master port."""
+    absent = missing(None, list(members.values()), port)
+    names = [f"{name} ({address})" for name, address in members.items() if address in absent]
+    if names:
+        print(f"sparkstack-wait-ready: waiting for cluster node(s) {', '.join(names)} to "
+              f"join on port {port}; is its unit running?", file=sys.stderr, flush=True)
+    return names
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="sparkstack-wait-ready")
     p.add_argument("url")
@@ -92,7 +108,13 @@ def main() -> int:
                    help="the service listens on the URL's port itself (no socket held by "
                         "systemd): give up when another user's process holds it")
     p.add_argument("--unix", metavar="SOCKET", help="ask over this unix socket")
+    p.add_argument("--member", action="append", default=[], metavar="HOST=ADDRESS",
+                   help="a cluster's other node (its link address): while waiting, say "
+                        "which have not joined on --master-port")
+    p.add_argument("--master-port", type=int, default=0)
     args = p.parse_args()
+    members = dict(m.split("=", 1) for m in args.member)
+    said_at = time.monotonic()
     deadline = time.monotonic() + args.timeout
     last = "no answer yet"
     port = urllib.parse.urlsplit(args.url).port if args.own_port else None
@@ -122,6 +144,9 @@ def main() -> int:
             last = f"HTTP {status}"
         except (OSError, http.client.HTTPException) as e:
             last = str(getattr(e, "reason", e))
+        if members and time.monotonic() - said_at >= MISSING_EVERY:
+            said_at = time.monotonic()
+            say_missing(members, args.master_port)
         time.sleep(POLL)
     print(f"sparkstack-wait-ready: {args.url} not ready after {args.timeout:.0f} s ({last})",
           file=sys.stderr)

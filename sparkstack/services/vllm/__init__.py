@@ -16,21 +16,23 @@ import shlex
 from dataclasses import dataclass
 
 from pyinfra import logger
-from pyinfra.operations import python
+from pyinfra.operations import files, python
 from sparkstack_host.contract import (
     DOWNLOAD,
     GATE,
     UNIT_DIR,
+    CLUSTER_UNIT_GLOB,
     VLLM_UNIT_GLOB,
     Manifest,
     backend_id,
+    cluster_unit,
     local_url,
     vllm_unit,
 )
 
 from ...fleet import Fleet
 from ...host_facts import Snapshot, snapshot
-from ...operations import deb_packages, ensure_dir, unit_running, unit_stopped
+from ...operations import deb_packages, ensure_dir, unit_enabled, unit_running, unit_stopped
 from ...settings import HostSettings
 from ..base import (
     Deployment,
@@ -40,7 +42,7 @@ from ..base import (
     write_secrets,
     write_unit,
 )
-from . import fit
+from . import cluster, fit
 from .fit import needs_download
 from .swap import Swap, Unit
 
@@ -93,14 +95,36 @@ def vllm_args(model: dict, bind_address: str, shutdown_timeout: int) -> list[str
 UNIT_TEMPLATE = "vllm/vllm-model.service.j2"
 
 
-def unit_context(s: HostSettings, model: dict, bind: str) -> dict:
-    """What the unit template of one model needs besides the service's folders."""
-    return dict(model=model, args=vllm_args(model, bind, s["litellm_timeout"]),
-                environment={**s["vllm_environment"], **model["environment"]},
-                host_ip="127.0.0.1",
-                engine_system_calls=ENGINE_SYSTEM_CALLS,
-                health_url=f"{local_url(bind, model['port'])}/health",
-                gate=s.layout.host_program(GATE) if s.has("litellm") else "")
+def unit_context(s: HostSettings, model: dict, bind: str, fleet: Fleet) -> dict:
+    """What the unit template of one model needs besides the service's folders (a model
+    that spans Sparks: its leader's part, cluster.py)."""
+    context = dict(model=model, args=vllm_args(model, bind, s["litellm_timeout"]),
+                   environment={**s["vllm_environment"], **model["environment"]},
+                   host_ip="127.0.0.1", launcher=[], wait_args=[], node=None,
+                   engine_system_calls=ENGINE_SYSTEM_CALLS,
+                   health_url=f"{local_url(bind, model['port'])}/health",
+                   gate=s.layout.host_program(GATE) if s.has("litellm") else "")
+    part = cluster.part_of(s, model, fleet)
+    if part:
+        context.update(args=context["args"] + cluster.node_args(model, 0, s["link_address"]),
+                       environment={**cluster.link_environment(s), **context["environment"]},
+                       host_ip=s["link_address"], launcher=part.launcher(s),
+                       wait_args=part.wait_args())
+    return context
+
+
+def node_context(s: HostSettings, part: cluster.Part) -> dict:
+    """The unit of this host's part of a model another Spark leads: `vllm serve
+    --headless`, no API, no route; the leader's settings for the model, this host's for
+    the engine and the link."""
+    model = part.model
+    return dict(model=model, node=part,
+                args=vllm_args(model, "127.0.0.1", s["litellm_timeout"])
+                + cluster.node_args(model, part.rank, part.leader["link_address"]),
+                environment={**cluster.link_environment(s), **s["vllm_environment"],
+                             **model["environment"]},
+                host_ip=s["link_address"], launcher=part.launcher(s), wait_args=[],
+                engine_system_calls=ENGINE_SYSTEM_CALLS, health_url="", gate="")
 
 
 def chosen_members(s: HostSettings, state: Snapshot,
@@ -149,7 +173,8 @@ def deploy(d: Deployment) -> None:
     key = write_secrets(svc, "vLLM", values)
     bind = fleet.vllm_bind_address(s)
     units = {m["name"]: write_unit(svc, vllm_unit(m["name"]), UNIT_TEMPLATE,
-                                   **unit_context(s, m, bind)) for m in s.models}
+                                   **unit_context(s, m, bind, fleet)) for m in s.models}
+    cluster_parts(s, svc, fleet)
     plan = UnitsPlan.of(s, snapshot(), {n: op.will_change for n, op in units.items()},
                         restart_all=venv.will_change or key.will_change, choose=choose)
     for line in plan.fit.lines:
@@ -164,6 +189,27 @@ def deploy(d: Deployment) -> None:
         unit = vllm_unit(m["name"])
         if m not in plan.runs and unit not in plan.going:  # those the transaction stops
             unit_stopped(name=f"{unit} stands by (swap group {m['swap_group']})", unit=unit)
+
+
+def cluster_parts(s: HostSettings, svc, fleet: Fleet) -> None:
+    """This host's parts of models other Sparks lead: their units written and enabled
+    (they start at boot and wait for their leader); the leader's run starts and stops
+    them, in order with its own unit. Parts this host no longer has are stopped and
+    removed."""
+    parts = cluster.parts_on(s, fleet)
+    wanted = set()
+    for part in parts:
+        unit = cluster_unit(part.model["name"])
+        wanted.add(unit)
+        written = write_unit(svc, unit, UNIT_TEMPLATE, **node_context(s, part))
+        unit_enabled(name=f"Enable {unit} (led by {part.leader.name})", unit=unit,
+                     daemon_reload=written.will_change)
+    for path in snapshot().files_matching(f"{UNIT_DIR}/{CLUSTER_UNIT_GLOB}"):
+        unit = path.rsplit("/", 1)[-1]
+        if unit not in wanted:
+            unit_stopped(name=f"{unit}: this Spark is no longer part of its cluster",
+                         unit=unit)
+            files.file(name=f"Remove {unit}", path=path, present=False)
 
 
 @dataclass

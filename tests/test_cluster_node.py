@@ -1,0 +1,61 @@
+"""A cluster node's launcher: it reads who is connected from /proc/net/tcp and stops its
+vLLM once the cluster has lost a member (systemd then starts it again)."""
+
+import sys
+
+from sparkstack_host import cluster_node
+
+HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+
+
+def row(local: str, local_port: int, remote: str, remote_port: int, state: str = "01") -> str:
+    return (f"   0: {cluster_node.hex_address(local, local_port)} "
+            f"{cluster_node.hex_address(remote, remote_port)} {state} 00000000:00000000 "
+            "00:00000000 00000000   998        0 1 1 0000000000000000 20 4 30 10 -1\n")
+
+
+def test_proc_net_tcp_addresses_are_read_as_the_kernel_writes_them(tmp_path):
+    assert cluster_node.hex_address("10.0.0.1", 29500) == "0100000A:733C"
+    table = tmp_path / "tcp"
+    table.write_text(HEADER + row("10.0.0.2", 40000, "10.0.0.1", 29500)
+                     + row("10.0.0.2", 40001, "10.0.0.1", 29500, state="06")   # TIME_WAIT
+                     + row("10.0.0.1", 29500, "10.0.0.3", 50000))
+    assert cluster_node.connected("10.0.0.1", 29500, str(table)) == 1
+    assert cluster_node.peers_on(29500, str(table)) == {"10.0.0.3"}
+    # a node sees its leader; the leader sees which nodes joined
+    assert cluster_node.missing("10.0.0.1", [], 29500, str(table)) == []
+    assert cluster_node.missing(None, ["10.0.0.3", "10.0.0.4"], 29500,
+                                str(table)) == ["10.0.0.4"]
+    assert cluster_node.missing("10.0.0.9", [], 29500, str(table)) == [
+        "the leader at 10.0.0.9:29500"]
+
+
+def test_the_cluster_breaks_only_after_it_was_whole_and_a_member_stayed_away():
+    watch = cluster_node.Watch(gone_after=10)
+    assert not watch.broken(False, now=0)      # forming: vLLM waits for the others
+    assert not watch.broken(False, now=100)
+    assert not watch.broken(True, now=101)     # whole
+    assert not watch.broken(False, now=102)    # away, not yet for long
+    assert not watch.broken(True, now=105)     # back: a blip
+    assert not watch.broken(False, now=106)
+    assert watch.broken(False, now=116)
+
+
+def test_a_node_whose_leader_is_gone_stops_its_vllm_and_exits_non_zero(tmp_path, capsys):
+    table = tmp_path / "tcp"
+    table.write_text(HEADER + row("10.0.0.2", 40000, "10.0.0.1", 29500))
+    marker = tmp_path / "child-ran"
+    child = [sys.executable, "-c", f"import pathlib, time; pathlib.Path({str(marker)!r})"
+                                   ".write_text('x'); time.sleep(60)"]
+    import threading
+    threading.Timer(0.5, lambda: table.write_text(HEADER)).start()   # the leader stops
+    code = cluster_node.run("10.0.0.1", [], 29500, child, gone_after=0.5, poll=0.05,
+                            table=str(table))
+    assert code == 1 and marker.exists()
+    assert "the leader at 10.0.0.1:29500 gone" in capsys.readouterr().err
+
+
+def test_a_node_whose_vllm_exits_by_itself_exits_as_it_did(tmp_path):
+    code = cluster_node.run(None, ["10.0.0.3"], 29500, [sys.executable, "-c", "exit(3)"],
+                            poll=0.05, table=str(tmp_path / "none"))
+    assert code == 3
