@@ -109,9 +109,13 @@ class Estimate:
 
 def estimate(config: dict, weights: int, weights_source: str, memory: Memory, *,
              max_model_len: int, max_num_seqs: int, gpu_memory_utilization: float,
-             kv_cache_dtype: str = "auto", freed_on_restart: int = 0) -> Estimate:
-    """`freed_on_restart`: memory held now by the unit this model replaces."""
-    per_token = kv_bytes_per_token(config, kv_cache_dtype)
+             kv_cache_dtype: str = "auto", freed_on_restart: int = 0,
+             parts: int = 1) -> Estimate:
+    """`freed_on_restart`: memory held now by the unit this model replaces. `parts`:
+    the GPUs a model across Sparks is split over (tensor x pipeline parallel): each
+    holds its share of the weights and of every token's KV cache."""
+    weights //= parts
+    per_token = kv_bytes_per_token(config, kv_cache_dtype) // parts
     one_seq = per_token * max_model_len
     act = activation_bytes(config)
     needed = weights + act + RUNTIME_OVERHEAD + one_seq

@@ -196,12 +196,15 @@ def cluster_parts(s: HostSettings, svc, fleet: Fleet) -> None:
     (they start at boot and wait for their leader); the leader's run starts and stops
     them, in order with its own unit. Parts this host no longer has are stopped and
     removed."""
-    parts = cluster.parts_on(s, fleet)
+    parts, state = cluster.parts_on(s, fleet), snapshot()
     wanted = set()
     for part in parts:
         unit = cluster_unit(part.model["name"])
         wanted.add(unit)
         written = write_unit(svc, unit, UNIT_TEMPLATE, **node_context(s, part))
+        if written.will_change or not state.running(unit):  # its share must fit here too
+            for line in fit.check(s, state, [part.model], []).lines:
+                logger.info(f"    [{s.name}] {line} (led by {part.leader.name})")
         unit_enabled(name=f"Enable {unit} (led by {part.leader.name})", unit=unit,
                      daemon_reload=written.will_change)
     for path in snapshot().files_matching(f"{UNIT_DIR}/{CLUSTER_UNIT_GLOB}"):
@@ -265,8 +268,11 @@ class UnitsPlan:
         s, state, layout = self.s, self.state, self.s.layout
 
         def unit_of(model: dict) -> Unit:
+            part = cluster.part_of(s, model, fleet)
             return Unit(vllm_unit(model["name"]), backend_id(s.name, model["port"]),
-                        [h.name for h in fleet.litellm_hosts_routing_to(s, model)])
+                        [h.name for h in fleet.litellm_hosts_routing_to(s, model)],
+                        [(h.name, cluster_unit(model["name"])) for h in part.others]
+                        if part else [])
 
         try:  # ports of units dropped from the inventory: from the last deploy's manifest
             recorded = {m.unit: m for m in Manifest.from_json(
@@ -299,7 +305,8 @@ class UnitsPlan:
             record[layout.swap_choices] = choices_text(self.chosen)
             previous.setdefault(layout.swap_choices, state.content(layout.swap_choices))
         run = current_run(run_state)
-        involved = {s.name, *(h for u in stop + start for h in u.litellm_hosts)}
+        involved = {s.name, *(h for u in stop + start for h in u.litellm_hosts),
+                    *(h for u in stop + start for h, _ in u.nodes)}
         return Swap(
             host=s.name, shells={name: run.shell(run_state.inventory.get_host(name))
                                  for name in involved},

@@ -106,6 +106,12 @@ def refuse_download(s: HostSettings, model: dict, error: str,
         "starts).")
 
 
+def parts(model: dict) -> int:
+    """How many GPUs (one per Spark) the model is split over."""
+    c = model.get("cluster") or {}
+    return c.get("tensor_parallel_size", 1) * c.get("pipeline_parallel_size", 1)
+
+
 def _judge(inputs: dict, model: dict, memory: Memory) -> tuple[str, str, object]:
     """Verdict and reason for one model in `memory`; from its budget alone when its
     weights could not be read."""
@@ -113,7 +119,7 @@ def _judge(inputs: dict, model: dict, memory: Memory) -> tuple[str, str, object]
         e = estimate(inputs["config"], inputs["weights"], inputs["source"], memory,
                      max_model_len=model["max_model_len"], max_num_seqs=model["max_num_seqs"],
                      gpu_memory_utilization=model["gpu_memory_utilization"],
-                     kv_cache_dtype=model["kv_cache_dtype"])
+                     kv_cache_dtype=model["kv_cache_dtype"], parts=parts(model))
         return e.verdict, e.reason, e
     budget = memory.budget(model["gpu_memory_utilization"])
     g = lambda b: round(b / 1024**3, 2)  # noqa: E731
@@ -149,7 +155,8 @@ def check(s: HostSettings, state: Snapshot, starting: list[dict],
     mbb = not replaced_in_place
     for m in starting:
         verdict, reason, result = _judge(inputs[m["name"]], m, memory.committed(after))
-        plan.lines.append(f"fit of {m['name']}: {verdict} ({reason})")
+        share = f" (this Spark's 1/{parts(m)} share)" if parts(m) > 1 else ""
+        plan.lines.append(f"fit of {m['name']}{share}: {verdict} ({reason})")
         if verdict == "does not fit" and not m["skip_fit_check"]:
             raise refuse(s.name, m, reason, result)
         plan.drop_caches |= verdict == "fits after dropping caches"

@@ -40,6 +40,9 @@ class Unit:
     unit: str
     backend: str                     # host:port, as LiteLLM names the route
     litellm_hosts: list[str]         # hosts whose LiteLLM routes to it (this one too)
+    # a model across Sparks: the other hosts' parts (host, unit), started before this
+    # unit (it answers once all have joined) and stopped after it
+    nodes: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -91,8 +94,18 @@ class Swap:
             self.shells[other].gate("--drain", unit.backend)
         self._log(f"stop {unit.unit} (its own LiteLLM drains it first)")
         self._shell.must(f"systemctl stop {unit.unit}")
+        self._nodes(unit, "stop")
+
+    def _nodes(self, unit: Unit, action: str) -> None:
+        for host, node in unit.nodes:
+            self._log(f"{action} {node} on {host} (a part of {unit.unit}'s model)")
+            if action == "start":
+                self.shells[host].must(f"systemctl daemon-reload && systemctl start {node}")
+            else:
+                self.shells[host].run(f"systemctl {action} {node}")
 
     def _start_and_route(self, unit: Unit) -> None:
+        self._nodes(unit, "start")
         self._log(f"start {unit.unit}; returns once the model answers")
         ok, _ = self._shell.run(f"systemctl start {unit.unit}")
         if not ok:
@@ -107,6 +120,7 @@ class Swap:
         shell = self._shell
         for unit in started:
             shell.run(f"systemctl stop {unit.unit}; systemctl reset-failed {unit.unit}")
+            self._nodes(unit, "stop")
         for path, text in self.previous.items():
             if text is None:
                 shell.run(f"rm -f {shlex.quote(path)}")
@@ -118,6 +132,7 @@ class Swap:
         shell.must("systemctl daemon-reload")
         for unit in stopped:
             self._log(f"roll back: start {unit.unit} again")
+            self._nodes(unit, "start")
             shell.run(f"systemctl start {unit.unit}")
             for other in self._others(unit):
                 self.shells[other].gate("--undrain", unit.backend)
