@@ -70,3 +70,18 @@ def test_a_rollback_undoes_the_last_update_that_changed_the_fleet_where_it_did()
     # the next rollback undoes update-1 on both
     snapshots["a"].data["contents"][history] = "update-20261201-100000\n"
     assert make_plan(fleet, snapshots, "1", rollback=True).order == [["a"], ["b"]]
+
+
+def test_a_clusters_hosts_go_in_one_batch():
+    """The model across spark1 and spark3 restarts as a whole: with batches of one
+    host, spark3 joins spark1's batch; spark2 keeps its own."""
+    from sparkstack.rollout.plan import keep_clusters_together
+    from tests.test_clusters import BIG, inventory
+    datas = inventory({**BIG, "cluster": {"hosts": ["spark1", "spark3"],
+                                          "tensor_parallel_size": 2}})
+    datas["spark3"] = datas.pop("spark2")
+    datas["spark2"] = {"roles": ["vllm"], "models": []}
+    fleet = Fleet(validate_inventory(datas))
+    assert keep_clusters_together(batches(["spark1", "spark2", "spark3"], "1"), fleet) == [
+        ["spark1", "spark3"], ["spark2"]]
+    assert keep_clusters_together([["spark2"], ["spark3"]], fleet) == [["spark2"], ["spark3"]]

@@ -139,5 +139,26 @@ def make_plan(fleet: Fleet, snapshots: dict[str, Snapshot], batch: str,
         nothing = "up to date"
     clouds = {name for h in fleet.hosts.values() if h.has("litellm")
               for name, p in h["profiles"].items() if p.get("cloud")}
-    return Plan(found, batches([h for h in found if found[h]], batch),
-                profiles_served(fleet), clouds, nothing)
+    order = keep_clusters_together(batches([h for h in found if found[h]], batch), fleet)
+    return Plan(found, order, profiles_served(fleet), clouds, nothing)
+
+
+def clusters(fleet: Fleet) -> list[list[str]]:
+    """The hosts of each model that spans Sparks."""
+    return [m["cluster"]["hosts"] for h in fleet.hosts.values() if h.has("vllm")
+            for m in h.models if m.get("cluster")]
+
+
+def keep_clusters_together(order: list[list[str]], fleet: Fleet) -> list[list[str]]:
+    """A cluster's hosts in one batch (the first of theirs): its model restarts as a
+    whole, and a batch that fails rolls its hosts back together."""
+    for members in clusters(fleet):
+        where = [i for i, batch in enumerate(order) if set(batch) & set(members)]
+        if len(where) < 2:
+            continue
+        first = where[0]
+        for i in where[1:]:
+            moved = [h for h in order[i] if h in members]
+            order[first] += moved
+            order[i] = [h for h in order[i] if h not in members]
+    return [batch for batch in order if batch]
