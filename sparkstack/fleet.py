@@ -64,6 +64,17 @@ class Fleet:
             for profile in h["profiles"].values() for local in profile.get("local", [])
             for r in self.replicas_of(local, h))]
 
+    def cluster_parts(self, host: HostSettings) -> list[tuple[HostSettings, dict, int]]:
+        """The models across Sparks that `host` runs a part of for another Spark: (the
+        leader, its model entry, this host's node rank)."""
+        found = []
+        for leader in self.hosts.values():
+            for m in leader.models if leader.has("vllm") and leader.name != host.name else []:
+                members = (m.get("cluster") or {}).get("hosts", [])
+                if host.name in members:
+                    found.append((leader, m, members.index(host.name)))
+        return found
+
     def vllm_bind_address(self, host: HostSettings) -> str:
         """Loopback unless another host's LiteLLM routes to this host's models."""
         served = {name for m in host.models for name in (m["name"], m["swap_group"]) if name}

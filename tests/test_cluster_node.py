@@ -59,3 +59,23 @@ def test_a_node_whose_vllm_exits_by_itself_exits_as_it_did(tmp_path):
     code = cluster_node.run(None, ["10.0.0.3"], 29500, [sys.executable, "-c", "exit(3)"],
                             poll=0.05, table=str(tmp_path / "none"))
     assert code == 3
+
+
+def test_health_names_the_node_that_has_not_joined(tmp_path, monkeypatch):
+    from sparkstack_host import health
+    from sparkstack_host.contract import ManifestModel, ManifestPart
+    table = tmp_path / "tcp"
+    table.write_text(HEADER + row("10.0.0.1", 29500, "10.0.0.2", 41000))
+    real = cluster_node.missing
+    monkeypatch.setattr(health, "missing", lambda *a: real(*a, table=str(table)))
+    big = ManifestModel("big", "org/big", 8010, "127.0.0.1", 4096, 0.8,
+                        cluster_nodes={"spark2": "10.0.0.2", "spark3": "10.0.0.3"},
+                        master_port=29500)
+    ok, detail, advice = health.check_cluster("spark1", big)
+    assert not ok and detail == "spark1 leads; spark2 joined, spark3 MISSING"
+    assert advice.startswith("on spark3: systemctl status sparkstack-cluster-big.service")
+    part = ManifestPart("big", "spark1", "10.0.0.1", 29500, rank=1)
+    assert health.check_part(part)[0] is False      # this table: the leader's side
+    table.write_text(HEADER + row("10.0.0.2", 41000, "10.0.0.1", 29500))
+    assert health.check_part(part) == (
+        True, "node 1, joined to its leader spark1 (10.0.0.1:29500)", "")

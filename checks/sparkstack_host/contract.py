@@ -45,6 +45,7 @@ def vllm_unit(model_name: str) -> str:
     return f"{VLLM_UNIT_PREFIX}{model_name}.service"
 
 
+DEFAULT_MASTER_PORT = 29500   # where a cluster's nodes join its leader (torch.distributed)
 CLUSTER_UNIT_PREFIX = "sparkstack-cluster-"
 CLUSTER_UNIT_GLOB = f"{CLUSTER_UNIT_PREFIX}*.service"
 
@@ -279,6 +280,10 @@ class ManifestModel:
     max_model_len: int
     gpu_memory_utilization: float
     swap_group: str = ""       # alternatives on this host: one runs, the others stand by
+    # a model across Sparks that this host leads: the other nodes (host: link address),
+    # which join on master_port
+    cluster_nodes: dict[str, str] = field(default_factory=dict)
+    master_port: int = 0
 
     @property
     def unit(self) -> str:
@@ -287,6 +292,20 @@ class ManifestModel:
     @property
     def url(self) -> str:
         return local_url(self.address, self.port)
+
+
+@dataclass
+class ManifestPart:
+    """This host's part of a model another Spark leads."""
+    model: str                 # the model's served name
+    leader: str
+    leader_address: str        # on the direct link
+    master_port: int
+    rank: int
+
+    @property
+    def unit(self) -> str:
+        return cluster_unit(self.model)
 
 
 @dataclass
@@ -301,6 +320,7 @@ class Manifest:
     litellm_port: int = 4000
     openwebui_address: str = "127.0.0.1"
     openwebui_port: int = 8080
+    parts: list[ManifestPart] = field(default_factory=list)
     schema: int = MANIFEST_SCHEMA
 
     def to_json(self) -> str:
@@ -314,6 +334,7 @@ class Manifest:
                              f"{MANIFEST_SCHEMA}: re-deploy this host")
         data["layout"] = Layout(**data["layout"])
         data["models"] = [ManifestModel(**m) for m in data["models"]]
+        data["parts"] = [ManifestPart(**part) for part in data.get("parts", [])]
         # written before the manifest listed them: the two services that had one
         data.setdefault("databases", [r for r in ("litellm", "openwebui")
                                       if r in data["roles"]])

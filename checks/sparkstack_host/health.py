@@ -24,6 +24,7 @@ import httpx
 import psutil
 
 from . import auto_route, gpu, ready, routes
+from .cluster_node import missing
 from .wait_ready import unix_get
 from .contract import (
     DEFAULT_CONFIG_ROOT,
@@ -37,7 +38,10 @@ from .contract import (
     Layout,
     Manifest,
     ManifestModel,
+    ManifestPart,
     RoutesPlan,
+    cluster_unit,
+    vllm_unit,
     load_env_file,
     local_routes,
 )
@@ -105,6 +109,28 @@ def check_model(model: ManifestModel, key: str) -> tuple[bool, str, str]:
                          f"follow journalctl -u {model.unit} -f",
               "unhealthy": f"restart {model.unit}; if it persists re-deploy"}
     return r.ready, f"{r.state}: {r.detail}", advice.get(r.state, "")
+
+
+def check_cluster(host: str, model: ManifestModel) -> tuple[bool, str, str]:
+    """A model this host leads across Sparks: every node has joined on its master port."""
+    absent = missing(None, list(model.cluster_nodes.values()), model.master_port)
+    nodes = [f"{name} {'MISSING' if address in absent else 'joined'}"
+             for name, address in model.cluster_nodes.items()]
+    lost = [name for name, address in model.cluster_nodes.items() if address in absent]
+    return not absent, f"{host} leads; " + ", ".join(nodes), (
+        f"on {', '.join(lost)}: systemctl status {cluster_unit(model.name)}; the leader "
+        f"answers once every node has joined (journalctl -u {model.unit} names the ones "
+        "missing)")
+
+
+def check_part(part: ManifestPart) -> tuple[bool, str, str]:
+    """This host's part of a model another Spark leads: joined to its leader."""
+    leader = f"{part.leader} ({part.leader_address}:{part.master_port})"
+    if missing(part.leader_address, [], part.master_port):
+        return False, f"node {part.rank}, not joined to its leader {leader}", (
+            f"check that {part.leader} runs {vllm_unit(part.model)} and that this Spark "
+            f"reaches {part.leader_address} on the direct link")
+    return True, f"node {part.rank}, joined to its leader {leader}", ""
 
 
 def check_http(url: str, what: str, unit: str) -> tuple[bool, str, str]:
@@ -243,6 +269,12 @@ def run(config_root: str = DEFAULT_CONFIG_ROOT) -> list[dict]:
             if m.unit in active:
                 units.append(m.unit)
                 jobs.append((f"vllm {m.name}", lambda m=m: check_model(m, key)))
+            if m.cluster_nodes:
+                jobs.append((f"cluster {m.name}",
+                             lambda m=m: check_cluster(manifest.host, m)))
+        for part in manifest.parts:
+            units.append(part.unit)
+            jobs.append((f"cluster {part.model}", lambda part=part: check_part(part)))
         for group, members in groups.items():
             jobs.append((f"swap group {group}",
                          lambda members=members: check_group(members, active)))

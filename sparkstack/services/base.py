@@ -11,11 +11,13 @@ from io import StringIO
 
 from pyinfra.operations import server
 from sparkstack_host.contract import (
+    DEFAULT_MASTER_PORT,
     UNIT_DIR,
     WAIT_READY,
     Layout,
     Manifest,
     ManifestModel,
+    ManifestPart,
     write_env_file,
 )
 
@@ -80,11 +82,26 @@ def manifest(s: HostSettings, fleet: Fleet, databases: list[str]) -> Manifest:
         models=[ManifestModel(name=m["name"], model=m["model"], port=m["port"],
                               address=bind, max_model_len=m["max_model_len"],
                               gpu_memory_utilization=m["gpu_memory_utilization"],
-                              swap_group=m["swap_group"])
+                              swap_group=m["swap_group"],
+                              cluster_nodes={h: fleet[h]["link_address"]
+                                             for h in m["cluster"]["hosts"][1:]}
+                              if m.get("cluster") else {},
+                              master_port=master_port(m))
                 for m in s.models],
+        parts=[ManifestPart(model=m["name"], leader=leader.name,
+                            leader_address=leader["link_address"],
+                            master_port=master_port(m), rank=rank)
+               for leader, m, rank in fleet.cluster_parts(s)],
         postgres_port=s["postgres_port"], litellm_address=s["litellm_bind_address"],
         litellm_port=s["litellm_port"], openwebui_address=s["openwebui_bind_address"],
         openwebui_port=s["openwebui_port"])
+
+
+def master_port(model: dict) -> int:
+    """Where a model across Sparks has its nodes join its leader (0: one Spark)."""
+    if not model.get("cluster"):
+        return 0
+    return model["cluster"].get("master_port", DEFAULT_MASTER_PORT)
 
 
 def check_bind_addresses(d: Deployment) -> None:

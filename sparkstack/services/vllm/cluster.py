@@ -19,8 +19,7 @@ from sparkstack_host.contract import CLUSTER_NODE
 
 from ...fleet import Fleet
 from ...settings import HostSettings
-
-DEFAULT_MASTER_PORT = 29500
+from ..base import master_port
 
 
 def link_environment(s: HostSettings) -> dict[str, str]:
@@ -29,10 +28,6 @@ def link_environment(s: HostSettings) -> dict[str, str]:
     ifname = s["link_interface"]
     return {"NCCL_SOCKET_IFNAME": ifname, "GLOO_SOCKET_IFNAME": ifname,
             "TP_SOCKET_IFNAME": ifname, "UCX_NET_DEVICES": ifname}
-
-
-def master_port(model: dict) -> int:
-    return model["cluster"].get("master_port", DEFAULT_MASTER_PORT)
 
 
 def node_args(model: dict, rank: int, leader_address: str) -> list[str]:
@@ -83,11 +78,5 @@ def part_of(s: HostSettings, model: dict, fleet: Fleet) -> Part | None:
 
 def parts_on(s: HostSettings, fleet: Fleet) -> list[Part]:
     """The parts `s` runs of models that other Sparks lead."""
-    found = []
-    for leader in fleet.hosts.values():
-        for m in leader.models if leader.has("vllm") and leader.name != s.name else []:
-            hosts = (m.get("cluster") or {}).get("hosts", [])
-            if s.name in hosts:
-                found.append(Part(m, leader, hosts.index(s.name),
-                                  [fleet[name] for name in hosts]))
-    return found
+    return [Part(m, leader, rank, [fleet[name] for name in m["cluster"]["hosts"]])
+            for leader, m, rank in fleet.cluster_parts(s)]
