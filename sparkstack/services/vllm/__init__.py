@@ -312,7 +312,10 @@ class UnitsPlan:
                                  for name in involved},
             mode=self.fit.mode, stop=stop, start=start,
             downloads=[(m["model"], m["revision"], download_command(s, m))
-                       for m in self.starting if needs_download(s, m)],
+                       for m in self.starting if needs_download(s, m)] + [
+                (m["model"], m["revision"], download_command(node, m), node.name)
+                for m in self.starting if (part := cluster.part_of(s, m, fleet))
+                for node in part.others if needs_download(node, m)],
             drop_caches=self.fit.drop_caches, previous=previous, links=links,
             record=record, disable=self.going + [p.rsplit("/", 1)[-1] for p in self.stale
                                                  if p.rsplit("/", 1)[-1] not in self.going],

@@ -52,7 +52,8 @@ class Swap:
     mode: str
     stop: list[Unit]                 # running units that stop for good (or stand by)
     start: list[Unit]                # units that start (or restart, when also in stop)
-    downloads: list[tuple[str, str, str]] = field(default_factory=list)  # repo, rev, command
+    # repo, revision, command[, host: another Spark, for a cluster's node]
+    downloads: list[tuple] = field(default_factory=list)
     drop_caches: bool = False
     previous: dict[str, str | None] = field(default_factory=dict)    # path: text or None
     links: dict[str, str] = field(default_factory=dict)   # venv link: where it pointed
@@ -84,9 +85,12 @@ class Swap:
 
     # --- the steps -------------------------------------------------------------------------
     def _download(self) -> None:
-        for repo, revision, command in self.downloads:
-            self._log(f"download {repo}@{revision or 'main'} while the old model serves")
-            self._shell.must(command, stream=True)
+        for repo, revision, command, *where in self.downloads:
+            host = where[0] if where else self.host   # a cluster's node: onto its host
+            self._log(f"download {repo}@{revision or 'main'}"
+                      f"{'' if host == self.host else ' onto ' + host} while the old model "
+                      "serves")
+            self.shells[host].must(command, stream=True)
 
     def _drain_and_stop(self, unit: Unit) -> None:
         for other in self._others(unit):
