@@ -55,6 +55,18 @@ def test_a_node_whose_leader_is_gone_stops_its_vllm_and_exits_non_zero(tmp_path,
     assert "the leader at 10.0.0.1:29500 gone" in capsys.readouterr().err
 
 
+def test_a_leader_that_lost_a_node_names_it_and_stops(tmp_path, capsys):
+    table = tmp_path / "tcp"
+    table.write_text(HEADER + row("10.0.0.1", 29500, "10.0.0.2", 41000))
+    import threading
+    threading.Timer(0.5, lambda: table.write_text(HEADER)).start()   # spark2 dies
+    code = cluster_node.run(None, ["spark2=10.0.0.2"], 29500,
+                            [sys.executable, "-c", "import time; time.sleep(60)"],
+                            gone_after=0.5, poll=0.05, table=str(table))
+    assert code == 1
+    assert "spark2 (10.0.0.2) gone" in capsys.readouterr().err
+
+
 def test_a_node_whose_vllm_exits_by_itself_exits_as_it_did(tmp_path):
     code = cluster_node.run(None, ["10.0.0.3"], 29500, [sys.executable, "-c", "exit(3)"],
                             poll=0.05, table=str(tmp_path / "none"))

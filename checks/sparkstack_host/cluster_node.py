@@ -2,7 +2,7 @@
 member, so that systemd starts it again and the cluster forms anew.
 
     python -m sparkstack_host.cluster_node --leader ADDR:PORT -- VLLM ARGS...  (a node)
-    python -m sparkstack_host.cluster_node --port PORT --node ADDR ... -- VLLM ARGS...
+    python -m sparkstack_host.cluster_node --port PORT --node HOST=ADDR ... -- VLLM ARGS...
                                                                            (the leader)
 
 vLLM's headless node does not exit when the leader stops (seen with the CPU engine): it
@@ -90,6 +90,11 @@ def missing(leader: str | None, nodes: list[str], port: int,
 def run(leader: str | None, nodes: list[str], port: int, command: list[str],
         gone_after: float = GONE_SECONDS, poll: float = POLL,
         table: str = "/proc/self/net/tcp") -> int:
+    """`nodes` (on the leader): each node as NAME=ADDRESS (or ADDRESS)."""
+    names = {}
+    for node in nodes:
+        name, _, address = node.rpartition("=")
+        names[address] = f"{name} ({address})" if name else address
     child = subprocess.Popen(command)
     stopping = []
 
@@ -101,7 +106,8 @@ def run(leader: str | None, nodes: list[str], port: int, command: list[str],
     signal.signal(signal.SIGINT, forward)
     watch = Watch(gone_after)
     while child.poll() is None:
-        gone = missing(leader, nodes, port, table)
+        gone = [names.get(who, who) for who in missing(leader, list(names), port, table)] \
+            if not leader else missing(leader, [], port, table)
         if not stopping and watch.broken(not gone, time.monotonic()):
             print(f"sparkstack-cluster-node: {', '.join(gone)} gone (no connection for "
                   f"{gone_after:.0f} s): stopping this part of the model; it starts again "
@@ -122,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--leader", metavar="ADDR:PORT",
                    help="on a node: the leader's link address and master port")
     p.add_argument("--port", type=int, help="on the leader: its master port")
-    p.add_argument("--node", action="append", default=[], metavar="ADDR",
-                   help="on the leader: each other node's link address")
+    p.add_argument("--node", action="append", default=[], metavar="HOST=ADDR",
+                   help="on the leader: each other node, with its link address")
     p.add_argument("command", nargs=argparse.REMAINDER,
                    help="-- then this node's vllm command line")
     args = p.parse_args(argv)

@@ -58,7 +58,8 @@ class Part:
         port = str(master_port(self.model))
         if self.rank:
             return [program, "--leader", f"{self.leader['link_address']}:{port}", "--"]
-        nodes = [arg for other in self.others for arg in ("--node", other["link_address"])]
+        nodes = [arg for other in self.others
+                 for arg in ("--node", f"{other.name}={other['link_address']}")]
         return [program, "--port", port, *nodes, "--"]
 
     def wait_args(self) -> list[str]:
