@@ -261,6 +261,10 @@ def _check_clusters(hosts: list[HostSettings], problems: list[str]) -> None:
                 continue
             where = f"host {h.name}: model {m['name']}: cluster"
             members = c["hosts"]
+            if m["swap_group"]:
+                problems.append(f"{where}: a model across Sparks cannot be in a swap group "
+                                f"(swap_group = {m['swap_group']!r}); give it its own entry "
+                                "without swap_group")
             if members[0] != h.name:
                 problems.append(f"{where}.hosts = {members!r}: the model is set on its "
                                 f"leader, which is listed first; list {h.name} first or "

@@ -57,6 +57,10 @@ def test_the_shape_is_checked_with_the_other_model_settings():
     assert "link_interface = 'en p1'" in refused(inventory(spark1={"link_interface": "en p1"}))
 
 
+def test_a_cluster_model_in_a_swap_group_is_refused():
+    assert "cannot be in a swap group" in refused(inventory({**BIG, "swap_group": "g"}))
+
+
 def exec_start(unit: str) -> str:
     """The ExecStart line's words, as systemd splits them, joined by spaces."""
     import shlex
