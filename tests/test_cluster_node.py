@@ -14,20 +14,27 @@ def row(local: str, local_port: int, remote: str, remote_port: int, state: str =
             "00:00000000 00000000   998        0 1 1 0000000000000000 20 4 30 10 -1\n")
 
 
-def test_proc_net_tcp_addresses_are_read_as_the_kernel_writes_them(tmp_path):
+def mapped(row_text: str) -> str:
+    """The same row as /proc/net/tcp6 writes an IPv4-mapped connection."""
+    fields = row_text.split()
+    for i in (1, 2):
+        address, port = fields[i].split(":")
+        fields[i] = f"{cluster_node.MAPPED}{address}:{port}"
+    return "   " + " ".join(fields) + "\n"
+
+
+def test_connections_are_read_as_the_kernel_writes_them_in_both_families(tmp_path):
     assert cluster_node.hex_address("10.0.0.1", 29500) == "0100000A:733C"
-    table = tmp_path / "tcp"
-    table.write_text(HEADER + row("10.0.0.2", 40000, "10.0.0.1", 29500)
-                     + row("10.0.0.2", 40001, "10.0.0.1", 29500, state="06")   # TIME_WAIT
-                     + row("10.0.0.1", 29500, "10.0.0.3", 50000))
-    assert cluster_node.connected("10.0.0.1", 29500, str(table)) == 1
-    assert cluster_node.peers_on(29500, str(table)) == {"10.0.0.3"}
-    # a node sees its leader; the leader sees which nodes joined
-    assert cluster_node.missing("10.0.0.1", [], 29500, str(table)) == []
-    assert cluster_node.missing(None, ["10.0.0.3", "10.0.0.4"], 29500,
-                                str(table)) == ["10.0.0.4"]
-    assert cluster_node.missing("10.0.0.9", [], 29500, str(table)) == [
-        "the leader at 10.0.0.9:29500"]
+    tcp, tcp6 = tmp_path / "tcp", tmp_path / "tcp6"
+    tcp.write_text(HEADER + row("10.0.0.2", 40000, "10.0.0.1", 29500)
+                   + row("10.0.0.2", 40001, "10.0.0.5", 29500, state="06"))  # TIME_WAIT
+    tcp6.write_text(HEADER + mapped(row("10.0.0.2", 50000, "10.0.0.3", 41234)))
+    tables = (str(tcp), str(tcp6))
+    assert cluster_node.peers(tables) == {"10.0.0.1", "10.0.0.3"}
+    # a node sees its leader; the leader sees which nodes it is connected with
+    assert cluster_node.missing("10.0.0.1", [], tables) == []
+    assert cluster_node.missing(None, ["10.0.0.3", "10.0.0.4"], tables) == ["10.0.0.4"]
+    assert cluster_node.missing("10.0.0.5", [], tables) == ["the leader at 10.0.0.5"]
 
 
 def test_the_cluster_breaks_only_after_it_was_whole_and_a_member_stayed_away():
@@ -49,10 +56,10 @@ def test_a_node_whose_leader_is_gone_stops_its_vllm_and_exits_non_zero(tmp_path,
                                    ".write_text('x'); time.sleep(60)"]
     import threading
     threading.Timer(0.5, lambda: table.write_text(HEADER)).start()   # the leader stops
-    code = cluster_node.run("10.0.0.1", [], 29500, child, gone_after=0.5, poll=0.05,
-                            table=str(table))
+    code = cluster_node.run("10.0.0.1", [], child, gone_after=0.5, poll=0.05,
+                            tables=(str(table),))
     assert code == 1 and marker.exists()
-    assert "the leader at 10.0.0.1:29500 gone" in capsys.readouterr().err
+    assert "the leader at 10.0.0.1 gone" in capsys.readouterr().err
 
 
 def test_a_leader_that_lost_a_node_names_it_and_stops(tmp_path, capsys):
@@ -60,16 +67,16 @@ def test_a_leader_that_lost_a_node_names_it_and_stops(tmp_path, capsys):
     table.write_text(HEADER + row("10.0.0.1", 29500, "10.0.0.2", 41000))
     import threading
     threading.Timer(0.5, lambda: table.write_text(HEADER)).start()   # spark2 dies
-    code = cluster_node.run(None, ["spark2=10.0.0.2"], 29500,
+    code = cluster_node.run(None, ["spark2=10.0.0.2"],
                             [sys.executable, "-c", "import time; time.sleep(60)"],
-                            gone_after=0.5, poll=0.05, table=str(table))
+                            gone_after=0.5, poll=0.05, tables=(str(table),))
     assert code == 1
     assert "spark2 (10.0.0.2) gone" in capsys.readouterr().err
 
 
 def test_a_node_whose_vllm_exits_by_itself_exits_as_it_did(tmp_path):
-    code = cluster_node.run(None, ["10.0.0.3"], 29500, [sys.executable, "-c", "exit(3)"],
-                            poll=0.05, table=str(tmp_path / "none"))
+    code = cluster_node.run(None, ["10.0.0.3"], [sys.executable, "-c", "exit(3)"],
+                            poll=0.05, tables=(str(tmp_path / "none"),))
     assert code == 3
 
 
@@ -79,7 +86,7 @@ def test_health_names_the_node_that_has_not_joined(tmp_path, monkeypatch):
     table = tmp_path / "tcp"
     table.write_text(HEADER + row("10.0.0.1", 29500, "10.0.0.2", 41000))
     real = cluster_node.missing
-    monkeypatch.setattr(health, "missing", lambda *a: real(*a, table=str(table)))
+    monkeypatch.setattr(health, "missing", lambda *a: real(*a, tables=(str(table),)))
     big = ManifestModel("big", "org/big", 8010, "127.0.0.1", 4096, 0.8,
                         cluster_nodes={"spark2": "10.0.0.2", "spark3": "10.0.0.3"},
                         master_port=29500)
@@ -87,7 +94,7 @@ def test_health_names_the_node_that_has_not_joined(tmp_path, monkeypatch):
     assert not ok and detail == "spark1 leads; spark2 joined, spark3 MISSING"
     assert advice.startswith("on spark3: systemctl status sparkstack-cluster-big.service")
     part = ManifestPart("big", "spark1", "10.0.0.1", 29500, rank=1)
-    assert health.check_part(part)[0] is False      # this table: the leader's side
-    table.write_text(HEADER + row("10.0.0.2", 41000, "10.0.0.1", 29500))
+    assert health.check_part(part)[0] is False      # no connection with 10.0.0.1
+    table.write_text(HEADER + row("10.0.0.2", 41000, "10.0.0.1", 45001))
     assert health.check_part(part) == (
         True, "node 1, joined to its leader spark1 (10.0.0.1:29500)", "")

@@ -84,7 +84,7 @@ def test_the_leader_serves_the_api_and_names_the_nodes_it_waits_for():
     context = unit_context(hosts[0], hosts[0].models[0], "127.0.0.1", fleet)
     unit = rendered(hosts, hosts[0].models[0], {**context, "on": 0})
     start = exec_start(unit)
-    assert "sparkstack-cluster-node --port 29500 --node spark2=192.168.100.2 -- /opt/v/bin/vllm " \
+    assert "sparkstack-cluster-node --node spark2=192.168.100.2 -- /opt/v/bin/vllm " \
            "serve org/big" in start
     assert start.endswith("--tensor-parallel-size 2 --pipeline-parallel-size 1 --nnodes 2 "
                           "--node-rank 0 --master-addr 192.168.100.1 --master-port 29500")

@@ -113,7 +113,7 @@ def check_model(model: ManifestModel, key: str) -> tuple[bool, str, str]:
 
 def check_cluster(host: str, model: ManifestModel) -> tuple[bool, str, str]:
     """A model this host leads across Sparks: every node has joined on its master port."""
-    absent = missing(None, list(model.cluster_nodes.values()), model.master_port)
+    absent = missing(None, list(model.cluster_nodes.values()))
     nodes = [f"{name} {'MISSING' if address in absent else 'joined'}"
              for name, address in model.cluster_nodes.items()]
     lost = [name for name, address in model.cluster_nodes.items() if address in absent]
@@ -126,7 +126,7 @@ def check_cluster(host: str, model: ManifestModel) -> tuple[bool, str, str]:
 def check_part(part: ManifestPart) -> tuple[bool, str, str]:
     """This host's part of a model another Spark leads: joined to its leader."""
     leader = f"{part.leader} ({part.leader_address}:{part.master_port})"
-    if missing(part.leader_address, [], part.master_port):
+    if missing(part.leader_address, []):
         return False, f"node {part.rank}, not joined to its leader {leader}", (
             f"check that {part.leader} runs {vllm_unit(part.model)} and that this Spark "
             f"reaches {part.leader_address} on the direct link")

@@ -91,11 +91,12 @@ MISSING_EVERY = 10  # seconds between a cluster leader's notes of the nodes not 
 def say_missing(members: dict[str, str], port: int) -> list[str]:
     """A cluster's leader waits for every node (vLLM answers only once all have joined):
     name the ones with no connection to its master port."""
-    absent = missing(None, list(members.values()), port)
+    absent = missing(None, list(members.values()))
     names = [f"{name} ({address})" for name, address in members.items() if address in absent]
     if names:
         print(f"sparkstack-wait-ready: waiting for cluster node(s) {', '.join(names)} to "
-              f"join on port {port}; is its unit running?", file=sys.stderr, flush=True)
+              f"join (master port {port}); is its unit running?", file=sys.stderr,
+              flush=True)
     return names
 
 

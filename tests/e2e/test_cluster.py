@@ -49,7 +49,10 @@ class Pair(SimFleet):
         profile = lambda cloud_model: {"local": ["duo"], "cloud": cloud_model}  # noqa: E731
         link = lambda host, core: {  # noqa: E731
             "link_interface": "eth0", "link_address": host.address,
-            "vllm_environment": {"VLLM_CPU_OMP_THREADS_BIND": str(core)}}
+            # each node's engine on its own core; the engine reads the weights the
+            # deploy downloaded (the Hub stand-in serves files, not the whole Hub API)
+            "vllm_environment": {"VLLM_CPU_OMP_THREADS_BIND": str(core),
+                                 "HF_HUB_OFFLINE": "1"}}
         self.write_hosts({
             "models": [],
             "profiles": {"fast": profile("openrouter/fast-in-the-cloud"),

@@ -55,12 +55,12 @@ class Part:
     def launcher(self, s: HostSettings) -> list[str]:
         """What runs the part's `vllm serve` (and stops it when the cluster broke)."""
         program = s.layout.host_program(CLUSTER_NODE)
-        port = str(master_port(self.model))
         if self.rank:
+            port = master_port(self.model)
             return [program, "--leader", f"{self.leader['link_address']}:{port}", "--"]
         nodes = [arg for other in self.others
                  for arg in ("--node", f"{other.name}={other['link_address']}")]
-        return [program, "--port", port, *nodes, "--"]
+        return [program, *nodes, "--"]
 
     def wait_args(self) -> list[str]:
         """The leader's readiness wait: say which nodes have not joined."""
