@@ -127,7 +127,10 @@ def install_with_progress(venv: str, uv: str, uv_env: str, constraints: str, lab
     constrained = f"--constraints {constraints} " if constraints else ""
     return "bash -c " + shlex.quote(
         f"set -a; . {uv_env}; set +a; "
-        f"prev=0; (while sleep {every}; do now=$(du -sm {venv} | cut -f1); "
+        # the ticker sleeps a second at a time: a sleep left running when the install
+        # ends would hold the output open (and the deploy) for the rest of its time
+        f"prev=0; (n=0; while sleep 1; do n=$((n + 1)); [ $((n % {every})) = 0 ] || continue; "
+        f"now=$(du -sm {venv} | cut -f1); "
         f"printf '%s%s\\n' {tag} \"$now MB installed, $(( (now - prev) / {every} )) MB/s\"; "
         "prev=$now; done) & ticker=$!; "
         # at the lowest CPU priority: an update builds the new venv beside services that
