@@ -112,7 +112,8 @@ def check_model(model: ManifestModel, key: str) -> tuple[bool, str, str]:
 
 
 def check_cluster(host: str, model: ManifestModel) -> tuple[bool, str, str]:
-    """A model this host leads across Sparks: every node has joined on its master port."""
+    """A model this host leads across Sparks: every node has joined (vLLM keeps
+    connections open with each over the direct link)."""
     absent = missing(None, list(model.cluster_nodes.values()))
     nodes = [f"{name} {'MISSING' if address in absent else 'joined'}"
              for name, address in model.cluster_nodes.items()]

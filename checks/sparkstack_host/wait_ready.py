@@ -90,7 +90,7 @@ MISSING_EVERY = 10  # seconds between a cluster leader's notes of the nodes not 
 
 def say_missing(members: dict[str, str], port: int) -> list[str]:
     """A cluster's leader waits for every node (vLLM answers only once all have joined):
-    name the ones with no connection to its master port."""
+    name the ones it has no connection with over the direct link."""
     absent = missing(None, list(members.values()))
     names = [f"{name} ({address})" for name, address in members.items() if address in absent]
     if names:
