@@ -374,7 +374,9 @@ def test_a_make_before_break_swap_between_two_real_models_fails_no_request(spark
     assert traffic.failures() == [], traffic.failures()[:3]
     # never off the local models: the new one is routed (beside the old one for a
     # moment) before the old one drains
-    sequence = traffic.sequence("fast")
+    # both models are routed for a moment, and answers alternate between them for as
+    # long as that lasts: no alternation is a change-over artefact to merge here
+    sequence = traffic.sequence("fast", changeover=0)
     assert "cloud" not in sequence
     assert sequence[0] == spark.local and sequence[-1] == f"{spark.host.name}:8001"
     assert ssh(spark.host, f"systemctl is-active {UNIT_A} {UNIT_B}",
