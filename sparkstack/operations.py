@@ -117,31 +117,27 @@ def venv_digest(requirements: str, pip_conf: str, constraints: str,
 PROGRESS_SECONDS = 15
 
 
-def install_with_progress(venv: str, uv: str, uv_env: str, constraints: str, label: str,
-                          every: int = PROGRESS_SECONDS) -> str:
-    """uv installing a venv's requirements, saying as it goes what it resolved, fetched
-    and installed (uv's own lines, each package as `+ name==version`) and, every
-    `every` seconds, how much is installed and how fast; uv's exit status is the
-    command's. `constraints`: a constraints file, or "" for none."""
+def pip_with_progress(venv: str, pip_conf: str, label: str,
+                      every: int = PROGRESS_SECONDS) -> str:
+    """pip installing a venv's requirements, saying as it goes what it fetches and how
+    big (pip's own Collecting/Downloading lines) and, every `every` seconds, how much
+    is installed and how fast; pip's exit status is the command's."""
     tag = shlex.quote(f"{label}: ")
-    constrained = f"--constraints {constraints} " if constraints else ""
     return "bash -c " + shlex.quote(
-        f"set -a; . {uv_env}; set +a; "
         # the ticker sleeps a second at a time: a sleep left running when the install
         # ends would hold the output open (and the deploy) for the rest of its time
         f"prev=0; (n=0; while sleep 1; do n=$((n + 1)); [ $((n % {every})) = 0 ] || continue; "
         f"now=$(du -sm {venv} | cut -f1); "
         f"printf '%s%s\\n' {tag} \"$now MB installed, $(( (now - prev) / {every} )) MB/s\"; "
         "prev=$now; done) & ticker=$!; "
-        # at the lowest CPU and I/O priority, one package at a time: an update builds the
-        # new venv beside services that keep serving (pip at full priority slowed their
-        # answers; uv unpacks and writes far faster than pip)
-        f"UV_CONCURRENT_INSTALLS=1 nice -n 19 ionice -c 3 {uv} pip install "
-        f"--python {venv}/bin/python {constrained}"
+        # at the lowest CPU priority: an update builds the new venv beside services that
+        # keep serving, and a pip build left at full priority slowed their answers
+        f"PIP_CONFIG_FILE={pip_conf} nice -n 19 {venv}/bin/pip install --progress-bar off --upgrade "
         f"--requirement {venv}/sparkstack-requirements.txt 2>&1 | "
-        "while IFS= read -r line; do "
-        f"[ -n \"$line\" ] && printf '%s%s\\n' {tag} \"${{line# *}}\"; done; "
-        "status=${PIPESTATUS[0]}; kill $ticker; exit $status")
+        "grep --line-buffered -E '^ *(Collecting|Processing|Downloading|Installing collected|"
+        "Successfully installed|ERROR)' | while IFS= read -r line; do "
+        f"printf '%s%s\\n' {tag} \"${{line# *}}\"; done; status=${{PIPESTATUS[0]}}; "
+        "kill $ticker; exit $status")
 
 
 def _streamed(state, host, command: str) -> None:
@@ -157,28 +153,13 @@ def _streamed(state, host, command: str) -> None:
 
 
 @operation()
-def uv_installed(target: str, version: str, pip_conf: str, python: str = "python3"):
-    """uv `version` in its own venv at `target` (installed by pip, once): it builds every
-    other venv, several times faster than pip. Other versions are removed."""
-    if _stamped(f"{target}/.sparkstack-installed", version):
-        host.noop(f"uv {version} is installed")
-        return
-    yield (f"rm -rf {target} && {python} -m venv {target} && PIP_CONFIG_FILE={pip_conf} "
-           f"{target}/bin/pip install --quiet uv=={version} && "
-           f"echo {version} > {target}/.sparkstack-installed")
-    parent = target.rsplit("/", 1)[0]
-    yield (f"cd {parent} && for v in *; do [ \"$v\" = {shlex.quote(version)} ] || "
-           "rm -rf \"$v\"; done")
-
-
-@operation()
-def venv_install(venv: str, requirements: str, uv: str, uv_env: str, constraints: str,
-                 python: str = "python3", label: str = "install"):
+def venv_install(venv: str, requirements: str, pip_conf: str, python: str = "python3",
+                 label: str = "install"):
     """Build `venv` (a versioned path, next to the venv in use) with `requirements`
     (text), unless a complete one is there. A venv cannot be moved once built, so it is
     built in place and counts as complete only once its stamp is written: a failed
     build leaves the running venv alone and is started over next time. It shows its
-    progress while uv runs (several GB for vLLM and its torch)."""
+    progress while pip runs (several GB for vLLM and its torch)."""
     from pyinfra.api import FunctionCommand
 
     stamp_file = f"{venv}/.sparkstack-installed"
@@ -188,8 +169,7 @@ def venv_install(venv: str, requirements: str, uv: str, uv_env: str, constraints
         return
     yield f"rm -rf {venv} && {python} -m venv {venv}"
     yield f"printf '%s' {shlex.quote(requirements)} > {venv}/sparkstack-requirements.txt"
-    command = install_with_progress(venv, f"{uv}/bin/uv", uv_env, constraints, label)
-    yield FunctionCommand(_streamed, (command,), {})
+    yield FunctionCommand(_streamed, (pip_with_progress(venv, pip_conf, label),), {})
     yield f"echo {wanted} > {stamp_file}"
 
 

@@ -64,35 +64,6 @@ def pip_conf(s: HostSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def uv_env(s: HostSettings) -> str:
-    """The pip settings as uv's environment (sourced by the venv builds; root-only: an
-    index or proxy URL may carry credentials)."""
-    env = {
-        # pip's choice: the best version any index or folder has (uv's default takes
-        # the first index that has the package, which would pass over a find-links
-        # folder's local build, such as a CPU torch)
-        "UV_INDEX_STRATEGY": "unsafe-best-match",
-        "UV_COMPILE_BYTECODE": "1",  # services run as users who cannot write .pyc
-        "UV_SYSTEM_CERTS": "1",  # the system's CA store, with extra_ca_certificates in it
-        "UV_PYTHON_DOWNLOADS": "never",
-        "UV_NO_PROGRESS": "1",
-    }
-    if s["pip_index_url"]:
-        env["UV_INDEX_URL"] = s["pip_index_url"]
-    if s["pip_extra_index_urls"]:
-        env["UV_EXTRA_INDEX_URL"] = " ".join(s["pip_extra_index_urls"])
-    if s["pip_find_links"]:
-        env["UV_FIND_LINKS"] = ",".join(s["pip_find_links"])
-    if s["pip_trusted_hosts"]:
-        env["UV_INSECURE_HOST"] = " ".join(s["pip_trusted_hosts"])
-    if s["extra_ca_certificates"]:
-        env["SSL_CERT_FILE"] = CA_BUNDLE
-    if s["https_proxy"] or s["http_proxy"]:
-        env["HTTPS_PROXY"] = env["HTTP_PROXY"] = s["https_proxy"] or s["http_proxy"]
-        env["NO_PROXY"] = s["no_proxy"]
-    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
-
-
 def pip_constraints(s: HostSettings) -> str:
     return "".join(f"{line}\n" for line in s["pip_constraints"])
 

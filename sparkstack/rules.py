@@ -458,7 +458,6 @@ RULES: dict[str, Rule] = {
     "models": Rule(each(kind(dict, "a mapping of model settings"), "model entries"),
                    ["qwen3-4b"]),
     "model_defaults": Rule(lambda v: model_settings(v), {"gpu_memory_utilization": 2.0}),
-    "uv_version": Rule(matching(VERSION, "a release number such as 0.13.9"), "latest"),
     "litellm_version": Rule(matching(VERSION, "a release number such as 1.102.4"), "latest"),
     "litellm_user": Rule(SERVICE_USER, "Lite LLM"),
     "litellm_bind_address": Rule(address, "localhost:4000"),

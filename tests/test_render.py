@@ -1,12 +1,11 @@
 """Rendering: vLLM command lines and units, LiteLLM's config, pip settings."""
 
 import shlex
-import subprocess
 
 import yaml
 
 from sparkstack.fleet import Fleet
-from sparkstack.render import pip_conf, template, uv_env
+from sparkstack.render import pip_conf, template
 from sparkstack.services.litellm import routes_plan
 from sparkstack.services.vllm import UNIT_TEMPLATE, unit_context, vllm_args
 from sparkstack.settings import validate_inventory
@@ -150,30 +149,6 @@ def test_pip_conf_carries_index_proxy_and_ca_settings(tmp_path):
     assert "proxy = http://proxy:3128" in conf
     assert "cert = /etc/ssl/certs/ca-certificates.crt" in conf
     assert "find-links = /srv/wheels" in conf
-
-
-def test_uv_gets_the_same_pip_settings_as_a_sourceable_environment(tmp_path):
-    ca = tmp_path / "corp.crt"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    host = validate_inventory({"s": {
-        "pip_index_url": "https://mirror.lan/simple",
-        "pip_extra_index_urls": ["https://a.lan/simple", "https://b.lan/simple"],
-        "https_proxy": "http://proxy:3128", "extra_ca_certificates": [str(ca)],
-        "pip_find_links": ["/srv/wheels", "/opt/wheels"], "pip_trusted_hosts": ["a.lan"]}})[0]
-    env_file = tmp_path / "uv.env"
-    env_file.write_text(uv_env(host))
-    shown = subprocess.run(["bash", "-c", f"set -a; . {env_file}; env"], capture_output=True,
-                           text=True, check=True, env={}).stdout.splitlines()
-    env = dict(line.split("=", 1) for line in shown)
-    assert env["UV_INDEX_URL"] == "https://mirror.lan/simple"
-    assert env["UV_EXTRA_INDEX_URL"] == "https://a.lan/simple https://b.lan/simple"
-    assert env["UV_FIND_LINKS"] == "/srv/wheels,/opt/wheels"
-    assert env["UV_INSECURE_HOST"] == "a.lan"
-    assert env["HTTPS_PROXY"] == env["HTTP_PROXY"] == "http://proxy:3128"
-    assert env["SSL_CERT_FILE"] == "/etc/ssl/certs/ca-certificates.crt"
-    # pip's resolution across indexes and folders, and compiled bytecode
-    assert env["UV_INDEX_STRATEGY"] == "unsafe-best-match"
-    assert env["UV_COMPILE_BYTECODE"] == "1"
 
 
 def test_with_two_full_sparks_each_litellm_reaches_every_vllm_at_its_fleet_address():

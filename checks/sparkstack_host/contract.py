@@ -161,15 +161,6 @@ class Layout:
     def pip_constraints(self) -> str:
         return f"{self.install_root}/pip-constraints.txt"
 
-    def uv(self, version: str) -> str:
-        """uv, which builds every other venv (pip installs it in a venv of its own)."""
-        return f"{self.install_root}/uv/venvs/{version}"
-
-    @property
-    def uv_env(self) -> str:
-        """uv's settings (the pip settings, as its environment variables)."""
-        return f"{self.install_root}/uv.env"
-
     def request_log_spool(self, process: int | str) -> str:
         """Rows of one LiteLLM process while PostgreSQL is away (LiteLLM's own disk)."""
         return f"{self.state_dir('litellm')}/request-log-{process}.spool"

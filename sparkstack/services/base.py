@@ -30,13 +30,12 @@ from ..operations import (
     put_file,
     system_user,
     unit_running,
-    uv_installed,
     venv_digest,
     venv_install,
     venv_switch,
     wheel_unpacked,
 )
-from ..render import ca_file_name, pip_conf, pip_constraints, template, uv_env
+from ..render import ca_file_name, pip_conf, pip_constraints, template
 from ..settings import HostSettings, SettingsError, resolve_controller_path
 
 
@@ -150,11 +149,6 @@ def deploy(d: Deployment):
              dest=layout.pip_conf, mode="600")
     put_file(name="Write pip constraints for sparkstack's venvs",
              src=StringIO(pip_constraints(s)), dest=layout.pip_constraints, mode="644")
-    put_file(name="Write uv settings for sparkstack's venvs", src=StringIO(uv_env(s)),
-             dest=layout.uv_env, mode="600")
-    uv_installed(name=f"Install uv {s['uv_version']} (builds sparkstack's venvs)",
-                 target=layout.uv(s["uv_version"]), version=s["uv_version"],
-                 pip_conf=layout.pip_conf)
     put_file(name="Describe this host's services (manifest)",
              src=StringIO(manifest(s, d.fleet, d.databases).to_json()),
              dest=layout.manifest, mode="644")
@@ -243,9 +237,7 @@ def install(svc: Service, label: str, requirements: str):
     s, layout = svc.s, svc.layout
     digest = venv_id(s, requirements)
     venv_install(name=f"Install {label}", venv=layout.venv_version(svc.name, digest),
-                 requirements=requirements, uv=layout.uv(s["uv_version"]),
-                 uv_env=layout.uv_env, label=label,
-                 constraints=layout.pip_constraints if s["pip_constraints"] else "")
+                 requirements=requirements, pip_conf=layout.pip_conf, label=label)
     return venv_switch(name=f"Use {label}", service_root=layout.service_root(svc.name),
                        digest=digest)
 

@@ -292,8 +292,7 @@ def _prepare_root(name: str, gpu: bool) -> Path:
     _simulate_memory(root)
     if gpu:  # dlopen finds /usr/lib without ldconfig; no library = no driver
         shutil.copy(ensure_nvml_standin(), root / "usr/lib/libnvidia-ml.so.1")
-    for mount_point in ("var/cache/apt/archives", "root/.cache/pip", "root/.cache/uv",
-                        "opt/wheels",
+    for mount_point in ("var/cache/apt/archives", "root/.cache/pip", "opt/wheels",
                         "opt/sparkstack-test-wheels"):
         (root / mount_point).mkdir(parents=True, exist_ok=True)
     return root
@@ -339,12 +338,9 @@ def boot(name: str, index: int, gpu: bool = True) -> SimHost:
     apt_archives = CACHE / "apt-archives" / name
     (apt_archives / "partial").mkdir(parents=True, exist_ok=True)
     (CACHE / "pip").mkdir(parents=True, exist_ok=True)
-    (CACHE / "uv").mkdir(parents=True, exist_ok=True)
     binds = [
         f"--bind={apt_archives}:/var/cache/apt/archives",
-        # pip's and uv's caches are shared (each locks its own entries)
         f"--bind={CACHE / 'pip'}:/root/.cache/pip",
-        f"--bind={CACHE / 'uv'}:/root/.cache/uv",
         f"--bind-ro={wheels}:/opt/sparkstack-test-wheels",
     ]
     if Path("/opt/wheels").is_dir():
