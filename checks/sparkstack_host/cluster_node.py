@@ -110,8 +110,7 @@ def run(leader: str | None, nodes: list[str], command: list[str],
     signal.signal(signal.SIGINT, forward)
     watch = Watch(gone_after)
     while child.poll() is None:
-        gone = [names.get(who, who) for who in missing(leader, list(names), tables)] \
-            if not leader else missing(leader, [], tables)
+        gone = [names.get(who, who) for who in missing(leader, list(names), tables)]
         if not stopping and watch.broken(not gone, time.monotonic()):
             print(f"sparkstack-cluster-node: {', '.join(gone)} gone (no connection for "
                   f"{gone_after:.0f} s): stopping this part of the model; it starts again "

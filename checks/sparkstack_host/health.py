@@ -115,10 +115,9 @@ def check_cluster(host: str, model: ManifestModel) -> tuple[bool, str, str]:
     """A model this host leads across Sparks: every node has joined (vLLM keeps
     connections open with each over the direct link)."""
     absent = missing(None, list(model.cluster_nodes.values()))
-    nodes = [f"{name} {'MISSING' if address in absent else 'joined'}"
-             for name, address in model.cluster_nodes.items()]
     lost = [name for name, address in model.cluster_nodes.items() if address in absent]
-    return not absent, f"{host} leads; " + ", ".join(nodes), (
+    nodes = [f"{name} {'MISSING' if name in lost else 'joined'}" for name in model.cluster_nodes]
+    return not lost, f"{host} leads; " + ", ".join(nodes), (
         f"on {', '.join(lost)}: systemctl status {cluster_unit(model.name)}; the leader "
         f"answers once every node has joined (journalctl -u {model.unit} names the ones "
         "missing)")
