@@ -17,7 +17,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.operations import apt, files, server
-from sparkstack_host.contract import UNIT_DIR
+from sparkstack_host.contract import UNIT_DIR, VENV_STAMP
 
 from .host_facts import snapshot
 
@@ -162,7 +162,7 @@ def venv_install(venv: str, requirements: str, pip_conf: str, python: str = "pyt
     progress while pip runs (several GB for vLLM and its torch)."""
     from pyinfra.api import FunctionCommand
 
-    stamp_file = f"{venv}/.sparkstack-installed"
+    stamp_file = f"{venv}/{VENV_STAMP}"
     wanted = venv.rsplit("/", 1)[-1]
     if _stamped(stamp_file, wanted):
         host.noop(f"{venv} is built")
@@ -194,12 +194,12 @@ def venv_switch(service_root: str, digest: str):
 def wheel_unpacked(wheel: str, sha256: str, target: str, pip: str):
     """A wheel's own files, without its dependencies, in `target` (for a process that
     imports it from PYTHONPATH); kept with the one before, older ones removed."""
-    if _stamped(f"{target}/.sparkstack-installed", sha256):
+    if _stamped(f"{target}/{VENV_STAMP}", sha256):
         host.noop(f"{target} holds {wheel.rsplit('/', 1)[-1]}")
         return
     yield (f"rm -rf {target}.tmp && {pip} install --quiet --no-deps --no-compile "
            f"--target {target}.tmp {wheel}")
-    yield f"echo {sha256} > {target}.tmp/.sparkstack-installed && rm -rf {target} && " \
+    yield f"echo {sha256} > {target}.tmp/{VENV_STAMP} && rm -rf {target} && " \
           f"mv {target}.tmp {target}"
     yield (f"cd {target.rsplit('/', 1)[0]} && ls -1t | grep -v '\\.tmp$' | tail -n +3 | "
            "xargs -r rm -rf")

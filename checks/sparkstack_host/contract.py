@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 DEFAULT_INSTALL_ROOT = "/opt/sparkstack"
+# in a venv (or an unpacked wheel's folder): written last, so it is there only once
+# the install is complete; it holds what was installed (the venv's digest, a sha256)
+VENV_STAMP = ".sparkstack-installed"
 DEFAULT_CONFIG_ROOT = "/etc/sparkstack"
 DEFAULT_STATE_ROOT = "/var/lib/sparkstack"
 RUNTIME_DIR = "/run/sparkstack"       # gate lock and drain markers; cleared by a reboot

@@ -7,7 +7,8 @@ the package registries. The controller reaches them over SSH as root with a gene
 
 Shared caches (bind-mounted into every host, kept between runs on one machine):
 apt archives, the pip cache, and the machine's local wheels (/opt/wheels), so a fresh
-host installs quickly. Each host's /proc/meminfo shows a DGX Spark's memory, not this
+host installs quickly. A host booted with `reuse_venvs` also starts with the venvs
+earlier hosts built (keep_venvs: read-only overlay layers under its disk). Each host's /proc/meminfo shows a DGX Spark's memory, not this
 machine's (SPARK_MEMINFO_KIB), so the memory-fit gate decides alike on any machine.
 
 Beside the hosts runs a Hub stand-in (hub_standin.py) on the bridge, serving the test
@@ -29,6 +30,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sparkstack_host.contract import DEFAULT_INSTALL_ROOT, VENV_STAMP
+
 CACHE = Path(os.environ.get("SPARKSTACK_SIM_CACHE", "/var/cache/sparkstack"))
 STATE = Path(os.environ.get("SPARKSTACK_SIM_STATE", "/var/lib/sparkstack-sim"))
 SUBNET_PREFIX = "10.213.77"  # only these simulated hosts use this /24
@@ -40,6 +43,9 @@ BASE_PACKAGES = (
     "systemd,systemd-sysv,dbus,openssh-server,python3,sudo,iproute2,ca-certificates"
 )
 BASE_ROOTFS = CACHE / f"rootfs-{SUITE}"
+# venvs that hosts built, kept as read-only layers a new host may start on (reuse_venvs)
+VENV_LAYERS = CACHE / "venv-layers"
+MAX_VENV_LAYERS = 32
 SSH_KEY = CACHE / "ssh" / "id_ed25519"
 HERE = Path(__file__).resolve().parent
 STANDIN_WHEELS = CACHE / "standin-wheels"  # the stand-in's and the CPU engine's wheels
@@ -274,15 +280,21 @@ def _simulate_memory(root: Path) -> None:
         link.symlink_to(f"/etc/systemd/system/{MEMORY_UNIT}")
 
 
-def _prepare_root(name: str, gpu: bool) -> Path:
+def _venv_layers() -> list[Path]:
+    """The kept venv layers, newest first."""
+    return sorted(VENV_LAYERS.glob("[0-9]*"), reverse=True) if VENV_LAYERS.is_dir() else []
+
+
+def _prepare_root(name: str, gpu: bool, reuse_venvs: bool) -> Path:
     hdir = _host_dir(name)
     for sub in ("upper", "work", "root"):
         (hdir / sub).mkdir(parents=True, exist_ok=True)
     root = hdir / "root"
     if not os.path.ismount(root):
+        lower = [*(_venv_layers() if reuse_venvs else []), BASE_ROOTFS]
         _run("mount", "-t", "overlay", "overlay", "-o",
-             f"lowerdir={BASE_ROOTFS},upperdir={hdir / 'upper'},workdir={hdir / 'work'}",
-             str(root))
+             f"lowerdir={':'.join(map(str, lower))},upperdir={hdir / 'upper'},"
+             f"workdir={hdir / 'work'}", str(root))
     (root / "etc/hostname").write_text(name + "\n")
     (root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {name}\n")
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
@@ -321,9 +333,11 @@ def ssh(host: SimHost | str, command: str, check: bool = True,
     )
 
 
-def boot(name: str, index: int, gpu: bool = True) -> SimHost:
+def boot(name: str, index: int, gpu: bool = True, reuse_venvs: bool = False) -> SimHost:
     """Boot one fresh simulated Spark (its previous state, if any, is discarded).
-    `gpu`: give it the GB10-shaped NVML stand-in; without it the host has no driver."""
+    `gpu`: give it the GB10-shaped NVML stand-in; without it the host has no driver.
+    `reuse_venvs`: its disk starts with the venvs earlier hosts built (keep_venvs), so
+    a deploy finds the ones built from the same inputs done, as a re-deploy does."""
     ensure_tools()
     ensure_base_rootfs()
     ensure_ssh_key()
@@ -332,7 +346,7 @@ def boot(name: str, index: int, gpu: bool = True) -> SimHost:
     stop(name)
     address = _address(index)
     _setup_netns(name, address)
-    _prepare_root(name, gpu)
+    _prepare_root(name, gpu, reuse_venvs)
     # One apt archive per host name (apt locks it; parallel hosts must not share it),
     # kept between runs.
     apt_archives = CACHE / "apt-archives" / name
@@ -424,8 +438,44 @@ def up(count: int, prefix: str = "spark") -> list[SimHost]:
     return [boot(f"{prefix}{i}", i) for i in range(1, count + 1)]
 
 
+def keep_venvs(hosts: list[SimHost], install_root: str = DEFAULT_INSTALL_ROOT) -> int:
+    """Keep the venvs these hosts built (complete: stamped) as a new read-only layer for
+    hosts booted later with `reuse_venvs`. A venv's folder is named by the digest of
+    everything it was built from, so one found on a later host is what its deploy would
+    build. Returns how many venvs were kept."""
+    have = {p.relative_to(layer) for layer in _venv_layers()
+            for p in layer.glob(f"{install_root.strip('/')}/*/venvs/*")}
+    new = VENV_LAYERS / f".{time.time_ns()}"
+    kept = 0
+    for host in hosts:
+        upper = _host_dir(host.name) / "upper"
+        for stamp in upper.glob(f"{install_root.strip('/')}/*/venvs/*/{VENV_STAMP}"):
+            venv = stamp.parent.relative_to(upper)
+            if venv in have:
+                continue
+            (new / venv.parent).mkdir(parents=True, exist_ok=True)
+            # hard links: no copy, and the files outlive the host's upper layer
+            _run("cp", "-R", "--link", "--preserve=mode,ownership,timestamps,links",
+                 str(stamp.parent), str(new / venv))
+            have.add(venv)
+            kept += 1
+    if kept:
+        new.rename(VENV_LAYERS / new.name[1:])
+    return kept
+
+
+def _prune_venv_layers() -> None:
+    """Past MAX_VENV_LAYERS, drop the oldest (a layer in use cannot be changed: only
+    while no host runs)."""
+    for layer in _venv_layers()[MAX_VENV_LAYERS:]:
+        shutil.rmtree(layer, ignore_errors=True)
+    for unfinished in VENV_LAYERS.glob(".*") if VENV_LAYERS.is_dir() else []:
+        shutil.rmtree(unfinished, ignore_errors=True)
+
+
 def down_all() -> None:
     if STATE.is_dir():
         for hdir in sorted(p for p in STATE.iterdir() if p.is_dir()):
             stop(hdir.name)
+    _prune_venv_layers()
     stop_hub()

@@ -1,4 +1,5 @@
-"""The end-to-end tests' one harness: simulated Sparks booted fresh for each module,
+"""The end-to-end tests' one harness: simulated Sparks booted fresh for each module
+(their disks start with the venvs earlier modules built, SimFleet.reuse_venvs),
 the cloud stand-in (one for the whole session), and what every module asks of them:
 an inventory written with the module's settings, the deploy and the `sparkstack`
 commands run as an owner would, a host's secrets, SQL on its PostgreSQL.
@@ -29,13 +30,20 @@ SPARKSTACK = str(Path(sys.executable).with_name("sparkstack"))
 class SimFleet:
     """Simulated Sparks of one module, and its inventory."""
 
+    # Its hosts start with the venvs earlier modules' first deploys built (the same
+    # inputs, the same venv: a deploy finds them done), and its own first deploy keeps
+    # what it built for later modules. A module that proves a first deploy from nothing
+    # says False.
+    reuse_venvs = True
+
     def __init__(self, tmp: Path, cloud: CloudStandin):
         self.tmp, self.cloud = tmp, cloud
         self.inventory = tmp / "inventory.py"
         self.hosts: list[SimHost] = []
+        self.venvs_kept = False
 
     def boot(self, name: str, index: int, gpu: bool = True) -> SimHost:
-        host = fleet.boot(name, index, gpu=gpu)
+        host = fleet.boot(name, index, gpu=gpu, reuse_venvs=self.reuse_venvs)
         self.hosts.append(host)
         return host
 
@@ -54,7 +62,13 @@ class SimFleet:
                                vllm=vllm, hub=hub)
 
     def deploy(self, *extra: str, **kw) -> DeployResult:
-        return run_deploy(self.inventory, *extra, **kw)
+        result = run_deploy(self.inventory, *extra, **kw)
+        if result.returncode == 0 and not self.venvs_kept:
+            # only the first deploy's: venvs a test builds later (an upgrade's) stay
+            # that test's to build
+            fleet.keep_venvs(self.hosts)
+            self.venvs_kept = True
+        return result
 
     def deployed(self) -> SimFleet:
         """This fleet once its first deploy has succeeded (a module's fixture)."""

@@ -51,6 +51,8 @@ LAYOUT = Layout(install_root="/srv/sparkstack/opt", config_root="/srv/sparkstack
 class Stack(SimFleet):
     """State shared by the ordered steps of the scenario."""
 
+    reuse_venvs = False  # its first deploy builds every venv from nothing
+
     def __init__(self, tmp, cloud):
         super().__init__(tmp, cloud)
         self.secrets_dir = tmp / "secrets"

@@ -4,6 +4,7 @@ it, so a test can assert zero failures and who answered before, during and after
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +27,15 @@ class Answer:
 
 # seconds within which the front door's LiteLLM processes take a routes change
 CHANGEOVER = 1.0
+
+
+def changeover_in(journal: str) -> float:
+    """The window within which answers may alternate: CHANGEOVER, or more when the
+    gate's journal says its routes changes took longer to reach every LiteLLM process
+    ("changed over within N ms": a process busy relaying a fast stream runs its loop,
+    and takes the new routes, late)."""
+    logged = [int(ms) / 1000 for ms in re.findall(r"changed over within (\d+) ms", journal)]
+    return CHANGEOVER + max(logged, default=0.0)
 
 
 def who_answered(text: str) -> str:
@@ -142,6 +152,21 @@ class Traffic:
                 continue
             i += 1
         return [who for who, _ in runs]
+
+    def timeline(self, profile: str) -> str:
+        """Who answered `profile`, run by run uncollapsed, for an assertion's message:
+        each run's first and last send (s from the start), its answers and slowest."""
+        runs: list[list] = []
+        for a in sorted(self.answers, key=lambda a: a.at):
+            if a.profile != profile or a.error:
+                continue
+            if not runs or runs[-1][0] != a.who:
+                runs.append([a.who, a.at, a.at, 0, 0.0])
+            run = runs[-1]
+            run[2], run[3], run[4] = a.at, run[3] + 1, max(run[4], a.seconds)
+        return "; ".join(f"{who} {first - self.started:.2f}-{last - self.started:.2f} s "
+                         f"x{count} (slowest {slowest:.2f} s)"
+                         for who, first, last, count, slowest in runs)
 
     def off_local(self, profile: str) -> float:
         """Seconds from the first to the last request the cloud answered (0 if none)."""
