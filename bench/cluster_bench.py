@@ -28,6 +28,10 @@ from tests.doubles.cloud_standin import CloudStandin
 from tests.e2e.test_cluster import NODE_UNIT, Pair, rss_gib, wait_local
 
 
+class FreshPair(Pair):
+    reuse_venvs = False  # a first deploy from nothing: it builds every venv
+
+
 def timed(fn):
     start = time.monotonic()
     result = fn()
@@ -39,7 +43,7 @@ def main() -> None:
     fleet.ensure_network()
     figures: dict = {}
     with CloudStandin(fleet.BRIDGE_ADDR) as cloud:
-        pair = Pair(Path(tempfile.mkdtemp(prefix="cluster-bench-")), cloud, fleet.ensure_hub())
+        pair = FreshPair(Path(tempfile.mkdtemp(prefix="cluster-bench-")), cloud, fleet.ensure_hub())
         try:
             first, figures["first_deploy_to_routed_s"] = timed(pair.deploy)
             assert first.returncode == 0, first.output[-3000:]
