@@ -28,7 +28,7 @@ def test_nginx_sends_to_each_process_then_to_the_queue_and_retries_only_unanswer
                if line.strip().startswith("server unix:")]
     assert servers == [f"unix:/run/sparkstack-litellm-{i}/http.sock" for i in (1, 2, 3)] + \
         ["unix:/run/sparkstack-litellm-queue.sock"]
-    assert "server unix:/run/sparkstack-litellm-queue.sock backup;" in conf
+    assert "server unix:/run/sparkstack-litellm-queue.sock backup max_fails=0;" in conf
     assert "proxy_next_upstream error non_idempotent;" in conf  # never a timeout or 5xx
     assert "proxy_buffering off;" in conf and "proxy_request_buffering on;" in conf
     assert "proxy_read_timeout 150s;" in conf
