@@ -8,8 +8,9 @@ the package registries. The controller reaches them over SSH as root with a gene
 Shared caches (bind-mounted into every host, kept between runs on one machine):
 apt archives, the pip cache, and the machine's local wheels (/opt/wheels), so a fresh
 host installs quickly. A host booted with `reuse_venvs` also starts with the venvs
-earlier hosts built (keep_venvs: read-only overlay layers under its disk). Each host's /proc/meminfo shows a DGX Spark's memory, not this
-machine's (SPARK_MEMINFO_KIB), so the memory-fit gate decides alike on any machine.
+earlier hosts built (keep_venvs: read-only overlay layers under its disk). Each host's
+/proc/meminfo shows a DGX Spark's memory, not this machine's (SPARK_MEMINFO_KIB), so
+the memory-fit gate decides alike on any machine.
 
 Beside the hosts runs a Hub stand-in (hub_standin.py) on the bridge, serving the test
 models made on this machine (test_model.py) as Hugging Face repos, so a model reaches a
@@ -282,7 +283,7 @@ def _simulate_memory(root: Path) -> None:
 
 def _venv_layers() -> list[Path]:
     """The kept venv layers, newest first."""
-    return sorted(VENV_LAYERS.glob("[0-9]*"), reverse=True) if VENV_LAYERS.is_dir() else []
+    return sorted(VENV_LAYERS.glob("[0-9]*"), reverse=True)  # none while it is absent
 
 
 def _prepare_root(name: str, gpu: bool, reuse_venvs: bool) -> Path:
@@ -443,13 +444,13 @@ def keep_venvs(hosts: list[SimHost], install_root: str = DEFAULT_INSTALL_ROOT) -
     hosts booted later with `reuse_venvs`. A venv's folder is named by the digest of
     everything it was built from, so one found on a later host is what its deploy would
     build. Returns how many venvs were kept."""
-    have = {p.relative_to(layer) for layer in _venv_layers()
-            for p in layer.glob(f"{install_root.strip('/')}/*/venvs/*")}
+    venvs = f"{install_root.strip('/')}/*/venvs/*"
+    have = {p.relative_to(layer) for layer in _venv_layers() for p in layer.glob(venvs)}
     new = VENV_LAYERS / f".{time.time_ns()}"
     kept = 0
     for host in hosts:
         upper = _host_dir(host.name) / "upper"
-        for stamp in upper.glob(f"{install_root.strip('/')}/*/venvs/*/{VENV_STAMP}"):
+        for stamp in upper.glob(f"{venvs}/{VENV_STAMP}"):
             venv = stamp.parent.relative_to(upper)
             if venv in have:
                 continue
@@ -469,7 +470,7 @@ def _prune_venv_layers() -> None:
     while no host runs)."""
     for layer in _venv_layers()[MAX_VENV_LAYERS:]:
         shutil.rmtree(layer, ignore_errors=True)
-    for unfinished in VENV_LAYERS.glob(".*") if VENV_LAYERS.is_dir() else []:
+    for unfinished in VENV_LAYERS.glob(".*"):
         shutil.rmtree(unfinished, ignore_errors=True)
 
 

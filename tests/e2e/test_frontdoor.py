@@ -14,6 +14,7 @@ import pytest
 
 from sparkstack.settings import load_defaults
 from sparkstack.simulated.fleet import ssh
+from sparkstack_host.contract import FRONTDOOR_UNIT
 from tests.e2e.conftest import SimFleet
 from tests.e2e.traffic import Traffic
 
@@ -59,7 +60,7 @@ class Spark(SimFleet):
 
     def nginx_errors(self) -> list[str]:
         """The front door's last complaints (nginx logs to its unit's journal)."""
-        return ssh(self.host, "journalctl -u sparkstack-frontdoor -o cat --no-pager "
+        return ssh(self.host, f"journalctl -u {FRONTDOOR_UNIT} -o cat --no-pager "
                               "-n 40").stdout.splitlines()
 
     def both_answer(self, timeout: float = 120) -> None:

@@ -25,6 +25,20 @@ class Answer:
     begun: bool = False  # a stream's answer had begun (its headers had come) when it failed
 
 
+@dataclass
+class Run:
+    """Answers in a row from one backend."""
+    who: str
+    first: float         # when its first request was sent
+    last: float = 0.0    # ... and its last
+    count: int = 0
+    slowest: float = 0.0
+
+    def add(self, answer: Answer) -> None:
+        self.last, self.count = answer.at, self.count + 1
+        self.slowest = max(self.slowest, answer.seconds)
+
+
 # seconds within which the front door's LiteLLM processes take a routes change
 CHANGEOVER = 1.0
 
@@ -139,10 +153,7 @@ class Traffic:
         A switch back within `changeover` seconds of a switch is the front door's
         processes taking new routes one moment apart (the gate signals them at once and
         logs how far apart they took them): not a switch of its own."""
-        runs: list[tuple[str, float]] = []   # (who, first sent at)
-        for a in sorted(self.answers, key=lambda a: a.at):
-            if a.profile == profile and not a.error and (not runs or runs[-1][0] != a.who):
-                runs.append((a.who, a.at))
+        runs = [(run.who, run.first) for run in self.runs(profile)]
         i = 1
         while i < len(runs) - 1:
             if runs[i + 1][0] == runs[i - 1][0] and runs[i + 1][1] - runs[i][1] <= changeover:
@@ -153,20 +164,23 @@ class Traffic:
             i += 1
         return [who for who, _ in runs]
 
-    def timeline(self, profile: str) -> str:
-        """Who answered `profile`, run by run uncollapsed, for an assertion's message:
-        each run's first and last send (s from the start), its answers and slowest."""
-        runs: list[list] = []
+    def runs(self, profile: str) -> list[Run]:
+        """Who answered `profile`, in the order the requests were sent: one Run for each
+        stretch of answers from the same backend (failures left out)."""
+        runs: list[Run] = []
         for a in sorted(self.answers, key=lambda a: a.at):
             if a.profile != profile or a.error:
                 continue
-            if not runs or runs[-1][0] != a.who:
-                runs.append([a.who, a.at, a.at, 0, 0.0])
-            run = runs[-1]
-            run[2], run[3], run[4] = a.at, run[3] + 1, max(run[4], a.seconds)
-        return "; ".join(f"{who} {first - self.started:.2f}-{last - self.started:.2f} s "
-                         f"x{count} (slowest {slowest:.2f} s)"
-                         for who, first, last, count, slowest in runs)
+            if not runs or runs[-1].who != a.who:
+                runs.append(Run(a.who, a.at))
+            runs[-1].add(a)
+        return runs
+
+    def timeline(self, profile: str) -> str:
+        """The runs uncollapsed, for an assertion's message: each run's first and last
+        send (s from the start), its answers and its slowest."""
+        return "; ".join(f"{r.who} {r.first - self.started:.2f}-{r.last - self.started:.2f} s "
+                         f"x{r.count} (slowest {r.slowest:.2f} s)" for r in self.runs(profile))
 
     def off_local(self, profile: str) -> float:
         """Seconds from the first to the last request the cloud answered (0 if none)."""
